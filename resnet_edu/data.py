@@ -1,0 +1,183 @@
+"""CIFAR-10: find it, read the standard `cifar-10-batches-py` layout, check it, split it.
+
+Where the data comes from, in order:
+  1. the `data_dir` argument, or the `RESNET_EDU_DATA` environment variable;
+  2. `data/cifar10/` in this repository (where `python -m resnet_edu download` puts it);
+  3. a download with torchvision, when `download=True` (online users, Colab).
+A directory may be the `cifar-10-batches-py` folder itself or the folder that holds it.
+The layout is read directly (not through torchvision's class) so any faithful copy works,
+checksums aside. `load_sample()` reads the small sample shipped in `data/cifar10-sample/`,
+which the tests and the quick notebook settings use on machines without the full set.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+           "dog", "frog", "horse", "ship", "truck")
+ENV_VAR = "RESNET_EDU_DATA"
+LAYOUT = "cifar-10-batches-py"
+TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_FILES = ("test_batch",)
+REPO_DATA = Path(__file__).resolve().parents[1] / "data"
+DEFAULT_DIR = REPO_DATA / "cifar10"
+SAMPLE_DIR = REPO_DATA / "cifar10-sample"
+# per-channel mean and std of the CIFAR-10 training images, in [0, 1] units
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
+
+
+class DatasetError(ValueError):
+    """The dataset is missing, partial or corrupt; the message says what and where."""
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Images as uint8 (N, 3, 32, 32) and labels as int64 (N,), on the CPU."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: torch.Tensor | slice) -> ImageSet:
+        return ImageSet(self.images[index], self.labels[index])
+
+
+@dataclass(frozen=True)
+class Cifar10:
+    """The three splits: `train` and `val` for fitting and choosing, `test` for the end."""
+
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+    source: str  # the directory it was read from
+
+
+def _batches_dir(path: Path) -> Path:
+    return path if path.name == LAYOUT else path / LAYOUT
+
+
+def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One pickled batch -> (uint8 (N, 3072), int64 (N,)), checked."""
+    try:
+        with open(path, "rb") as f:
+            raw = pickle.load(f, encoding="bytes")  # the original files are Python 2 pickles
+    except Exception as e:
+        raise DatasetError(
+            f"{path} is not a readable CIFAR-10 batch ({type(e).__name__}: {e}); "
+            "the copy is corrupt: delete it and download or unpack it again"
+        ) from e
+    if not isinstance(raw, dict):
+        raise DatasetError(f"{path}: expected a pickled dict, got {type(raw).__name__}")
+    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
+    missing = {"data", "labels"} - batch.keys()
+    if missing:
+        raise DatasetError(
+            f"{path}: expected keys 'data' and 'labels', missing {sorted(missing)} "
+            f"(found {sorted(batch)})"
+        )
+    data = batch["data"]
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
+            and data.shape[1] == 3072):
+        got = (f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray)
+               else type(data).__name__)
+        raise DatasetError(f"{path}: expected 'data' as a uint8 array of shape (N, 3072), "
+                           f"got {got}")
+    labels = np.asarray(batch["labels"], dtype=np.int64)
+    if labels.shape != (len(data),):
+        raise DatasetError(f"{path}: expected {len(data)} labels (one per image), "
+                           f"got shape {labels.shape}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(CLASSES)):
+        raise DatasetError(f"{path}: expected labels in 0..9, got {labels.min()}..{labels.max()}")
+    return data, labels
+
+
+def read_split(directory: str | Path, files: tuple[str, ...]) -> ImageSet:
+    """Read and concatenate the given batch files from a `cifar-10-batches-py` folder."""
+    directory = _batches_dir(Path(directory))
+    absent = [name for name in files if not (directory / name).is_file()]
+    if absent:
+        raise DatasetError(
+            f"{directory} is not a complete CIFAR-10 copy: missing {', '.join(absent)} "
+            f"(expected {', '.join(TRAIN_FILES + TEST_FILES)})"
+        )
+    parts = [_read_batch(directory / name) for name in files]
+    data = np.concatenate([d for d, _ in parts])
+    labels = np.concatenate([y for _, y in parts])
+    images = torch.from_numpy(data).view(-1, 3, 32, 32)  # rows are CHW: (N, 3, 32, 32)
+    return ImageSet(images, torch.from_numpy(labels))
+
+
+def find_cifar10(data_dir: str | Path | None = None, download: bool = False) -> Path:
+    """The `cifar-10-batches-py` folder to read, downloading it if asked and needed."""
+    candidates: list[Path] = []
+    if data_dir is not None:
+        candidates.append(Path(data_dir).expanduser())
+    elif os.environ.get(ENV_VAR):
+        candidates.append(Path(os.environ[ENV_VAR]).expanduser())
+    candidates.append(DEFAULT_DIR)
+    for c in candidates:
+        if (_batches_dir(c) / TEST_FILES[0]).is_file():
+            return _batches_dir(c)
+    target = candidates[0]
+    if download:
+        import torchvision  # only needed for the download itself
+
+        try:
+            torchvision.datasets.CIFAR10(str(target), train=True, download=True)
+        except Exception as e:
+            raise DatasetError(
+                f"CIFAR-10 is not in {', '.join(map(str, candidates))} and the download "
+                f"into {target} failed ({type(e).__name__}: {e})."
+                f" {_HOW_TO_GET}"
+            ) from e
+        return _batches_dir(target)
+    raise DatasetError(
+        f"CIFAR-10 not found: looked for {LAYOUT}/ in {', '.join(map(str, candidates))}. "
+        + _HOW_TO_GET
+    )
+
+
+_HOW_TO_GET = (
+    "Pass download=True (or run `python -m resnet_edu download`) to fetch it (170 MB), or "
+    f"point data_dir or ${ENV_VAR} at a folder holding {LAYOUT}/, or use load_sample() "
+    "for the small sample shipped with the repository."
+)
+
+
+def train_val_split(train: ImageSet, val_size: int = 5000, seed: int = 0
+                    ) -> tuple[ImageSet, ImageSet]:
+    """Hold out `val_size` training images (a fixed random choice) for choosing settings."""
+    if not 0 <= val_size < len(train):
+        raise ValueError(f"val_size must be in [0, {len(train)}), got {val_size}")
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    return train.subset(order[val_size:]), train.subset(order[:val_size])
+
+
+def load_cifar10(data_dir: str | Path | None = None, download: bool = False,
+                 val_size: int = 5000, seed: int = 0) -> Cifar10:
+    """CIFAR-10 as uint8 tensors: train (50k - val_size), val (val_size) and test (10k)."""
+    directory = find_cifar10(data_dir, download)
+    train, val = train_val_split(read_split(directory, TRAIN_FILES), val_size, seed)
+    return Cifar10(train, val, read_split(directory, TEST_FILES), str(directory))
+
+
+def load_sample(val_size: int = 200, seed: int = 0) -> Cifar10:
+    """The small real sample in `data/cifar10-sample/` (2,000 train, 1,000 test images)."""
+    return load_cifar10(SAMPLE_DIR, val_size=val_size, seed=seed)
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> float, per channel zero mean and unit std."""
+    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
+    return (images.float() / 255 - mean) / std

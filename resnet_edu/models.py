@@ -1,0 +1,238 @@
+"""ResNet models: torchvision's ImageNet family and the CIFAR nets of the 2015 paper.
+
+- `resnet18` ... `resnet152`: state_dict keys, shapes and outputs identical to torchvision's
+  (tests load their weights into ours and back with strict=True).
+- `resnet18_cifar`: ResNet-18 with a 3x3 stride-1 stem and no max-pool, for 32x32 images;
+  `width` scales every stage (64 is the standard net).
+- `cifar_resnet(depth)`: the 6n+2 family of He et al. 2015, Sec. 4.2 (ResNet-20 ... 110),
+  16/32/64 channels, and with `residual=False` the plain net of the same depth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .blocks import (
+    BasicBlock,
+    Bottleneck,
+    PreActBlock,
+    _Block,
+    check_batch,
+    plain_twin,
+)
+from .shortcuts import NormLayer, check_shortcut_option
+
+INITS = ("kaiming", "default")
+
+
+def _check_positive(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _init_weights(model: nn.Module, init: str, zero_init_residual: bool) -> None:
+    """Kaiming-normal convs (He et al. 2015b, as torchvision does) or PyTorch's defaults."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    for m in model.modules():
+        if init == "kaiming" and isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    if zero_init_residual:
+        # each residual block starts as the identity: F(x) = 0 (Goyal et al. 2017)
+        for m in model.modules():
+            if isinstance(m, _Block) and m.residual:
+                m.zero_init_last_norm()
+
+
+def _make_layer(
+    block: type[_Block],
+    inplanes: int,
+    planes: int,
+    blocks: int,
+    stride: int,
+    shortcut: str,
+    norm_layer: NormLayer,
+) -> nn.Sequential:
+    """One stage: the first block changes stride/width, the rest keep them."""
+    layers = [block(inplanes, planes, stride, shortcut, norm_layer)]
+    for _ in range(1, blocks):
+        layers.append(block(planes * block.expansion, planes, 1, shortcut, norm_layer))
+    return nn.Sequential(*layers)
+
+
+class ResNet(nn.Module):
+    """Stem, four stages `layer1..4`, global average pool, `fc` (torchvision's layout).
+
+    stem="imagenet": 7x7 stride-2 conv + 3x3 stride-2 max-pool (224 -> 56 before layer1).
+    stem="cifar": one 3x3 stride-1 conv and no max-pool (32 -> 32 before layer1), since a
+    32x32 image cannot afford to lose 4x resolution before the first block.
+    """
+
+    def __init__(
+        self,
+        block: type[_Block],
+        layers: Sequence[int],
+        num_classes: int = 1000,
+        *,
+        width: int = 64,
+        stem: str = "imagenet",
+        shortcut: str = "B",
+        residual: bool = True,
+        norm_layer: NormLayer | None = None,
+        zero_init_residual: bool = False,
+        init: str = "kaiming",
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        _check_positive("num_classes", num_classes)
+        _check_positive("width", width)
+        _check_positive("in_channels", in_channels)
+        if stem not in ("imagenet", "cifar"):
+            raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
+        if len(layers) != 4 or any(not isinstance(n, int) or n < 1 for n in layers):
+            raise ValueError(f"layers must be 4 positive block counts, got {layers!r}")
+        shortcut = check_shortcut_option(shortcut)
+        norm_layer = norm_layer or nn.BatchNorm2d
+        block = block if residual else plain_twin(block)
+        self.in_channels, self.num_classes = in_channels, num_classes
+
+        if stem == "imagenet":
+            self.conv1 = nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False)
+            self.maxpool: nn.Module = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        else:
+            self.conv1 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)
+            self.maxpool = nn.Identity()
+        self.bn1 = norm_layer(width)
+        self.relu = nn.ReLU(inplace=True)
+        planes = [width, 2 * width, 4 * width, 8 * width]
+        inplanes = width
+        for i, (p, n) in enumerate(zip(planes, layers)):
+            stride = 1 if i == 0 else 2  # stages 2-4 halve H and W and double the width
+            setattr(self, f"layer{i + 1}",
+                    _make_layer(block, inplanes, p, n, stride, shortcut, norm_layer))
+            inplanes = p * block.expansion
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(inplanes, num_classes)
+        _init_weights(self, init, zero_init_residual)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_batch(x, self.in_channels, type(self).__name__)
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, w, H/4, W/4) or (B, w, H, W)
+        x = self.layer1(x)  # (B, w*e, ., .)
+        x = self.layer2(x)  # (B, 2w*e, /2, /2)
+        x = self.layer3(x)  # (B, 4w*e, /4, /4)
+        x = self.layer4(x)  # (B, 8w*e, /8, /8)
+        x = torch.flatten(self.avgpool(x), 1)  # (B, 8w*e)
+        return self.fc(x)  # (B, num_classes)
+
+
+def resnet18(num_classes: int = 1000, **kwargs) -> ResNet:
+    """ResNet-18 (He et al. 2015, Table 1): 11,689,512 parameters at 1000 classes."""
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, **kwargs)
+
+
+def resnet34(num_classes: int = 1000, **kwargs) -> ResNet:
+    """ResNet-34: 21,797,672 parameters."""
+    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, **kwargs)
+
+
+def resnet50(num_classes: int = 1000, **kwargs) -> ResNet:
+    """ResNet-50, bottleneck blocks: 25,557,032 parameters."""
+    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, **kwargs)
+
+
+def resnet101(num_classes: int = 1000, **kwargs) -> ResNet:
+    """ResNet-101: 44,549,160 parameters."""
+    return ResNet(Bottleneck, [3, 4, 23, 3], num_classes, **kwargs)
+
+
+def resnet152(num_classes: int = 1000, **kwargs) -> ResNet:
+    """ResNet-152: 60,192,808 parameters."""
+    return ResNet(Bottleneck, [3, 8, 36, 3], num_classes, **kwargs)
+
+
+def resnet18_cifar(num_classes: int = 10, width: int = 64, **kwargs) -> ResNet:
+    """ResNet-18 for 32x32 inputs: 3x3 stem, no max-pool; 11,173,962 parameters at width 64."""
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, width=width, stem="cifar", **kwargs)
+
+
+class CifarResNet(nn.Module):
+    """The CIFAR-10 nets of He et al. 2015, Sec. 4.2: 6n+2 layers.
+
+    A 3x3 conv, then three stages of n blocks on 32x32, 16x16, 8x8 maps with 16, 32, 64
+    filters (times width/16), global average pool, a 10-way fc. With `preact=True` the
+    blocks are `PreActBlock`s and one BN + ReLU follows the last stage (He et al. 2016).
+    """
+
+    def __init__(
+        self,
+        depth: int = 20,
+        num_classes: int = 10,
+        *,
+        residual: bool = True,
+        shortcut: str = "A",
+        width: int = 16,
+        preact: bool = False,
+        norm_layer: NormLayer | None = None,
+        zero_init_residual: bool = False,
+        init: str = "kaiming",
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+            raise ValueError(
+                f"depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ...), got {depth!r}"
+            )
+        _check_positive("num_classes", num_classes)
+        _check_positive("width", width)
+        _check_positive("in_channels", in_channels)
+        shortcut = check_shortcut_option(shortcut)
+        norm_layer = norm_layer or nn.BatchNorm2d
+        block: type[_Block] = PreActBlock if preact else BasicBlock
+        block = block if residual else plain_twin(block)
+        n = (depth - 2) // 6
+        self.depth, self.in_channels, self.num_classes = depth, in_channels, num_classes
+        self.preact = preact
+
+        self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
+        # a pre-activation net normalizes inside its first block instead
+        self.bn1 = nn.Identity() if preact else norm_layer(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = _make_layer(block, width, width, n, 1, shortcut, norm_layer)
+        self.layer2 = _make_layer(block, width, 2 * width, n, 2, shortcut, norm_layer)
+        self.layer3 = _make_layer(block, 2 * width, 4 * width, n, 2, shortcut, norm_layer)
+        self.final_norm = norm_layer(4 * width) if preact else nn.Identity()
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(4 * width, num_classes)
+        _init_weights(self, init, zero_init_residual)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_batch(x, self.in_channels, type(self).__name__)
+        x = self.conv1(x)  # (B, w, 32, 32)
+        if not self.preact:
+            x = self.relu(self.bn1(x))
+        x = self.layer1(x)  # (B, w, 32, 32)
+        x = self.layer2(x)  # (B, 2w, 16, 16)
+        x = self.layer3(x)  # (B, 4w, 8, 8)
+        if self.preact:
+            x = self.relu(self.final_norm(x))
+        x = torch.flatten(self.avgpool(x), 1)  # (B, 4w)
+        return self.fc(x)  # (B, num_classes)
+
+
+def cifar_resnet(depth: int = 20, residual: bool = True, shortcut: str = "A", **kwargs) -> CifarResNet:
+    """ResNet-`depth` for CIFAR-10 (or the plain net with residual=False). Option A by default,
+    as the paper uses on CIFAR: ResNet-20/32/44/56/110 have 0.27M/0.46M/0.66M/0.85M/1.7M
+    parameters (Table 6)."""
+    return CifarResNet(depth, residual=residual, shortcut=shortcut, **kwargs)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (all, or only those with requires_grad)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

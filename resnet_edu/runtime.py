@@ -1,0 +1,72 @@
+"""Where the code runs: the device, the seed, and whether to use quick settings.
+
+`quick_mode()` is the one switch notebooks read near the top: under CI (the `CI`
+environment variable) or with `RESNET_EDU_QUICK=1`, long work uses its small setting.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import sys
+
+import numpy as np
+import torch
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in _TRUE
+
+
+def quick_mode() -> bool:
+    """True under CI or with RESNET_EDU_QUICK=1: long runs switch to their quick setting."""
+    return _flag("CI") or _flag("RESNET_EDU_QUICK")
+
+
+def in_colab() -> bool:
+    return "google.colab" in sys.modules
+
+
+def default_device() -> torch.device:
+    """CUDA if present, else Apple's MPS, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int = 0) -> None:
+    """Seed Python, NumPy and PyTorch (all devices) for repeatable runs."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def device_name(device: torch.device | None = None) -> str:
+    """A human-readable name for the device, e.g. 'NVIDIA H100' or 'CPU (8 threads)'."""
+    device = device or default_device()
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple GPU (MPS)"
+    return f"CPU: {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def environment_report() -> dict[str, str]:
+    """Versions and hardware, for the start of a notebook or a benchmark's JSON."""
+    import torchvision
+
+    device = default_device()
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "device": device.type,
+        "device_name": device_name(device),
+        "colab": str(in_colab()),
+        "quick_mode": str(quick_mode()),
+    }

@@ -1,0 +1,95 @@
+"""The project's two commands, with nothing but Python 3.10+ and pip needed to run them.
+
+    python3 tasks.py lab     # set up .venv (first time only) and open the series in JupyterLab
+    python3 tasks.py test    # set up .venv (first time only) and run the whole test suite
+
+and, for contributors:
+
+    python3 tasks.py notebooks [NOTEBOOK ...]   # re-run notebooks and save their outputs
+
+Set-up creates `.venv/` at the repository root, installs the package in editable mode with
+its lab and test extras, and pins torch/torchvision through `constraints.txt`. It records a
+fingerprint of those files, so a second run skips straight to the command.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / ("python.exe" if os.name == "nt" else "python")
+STAMP = VENV / ".resnet-edu-installed"
+INPUTS = ("pyproject.toml", "constraints.txt")
+
+
+def _fingerprint() -> str:
+    h = hashlib.sha256(sys.version.encode())
+    for name in INPUTS:
+        h.update((ROOT / name).read_bytes())
+    return h.hexdigest()
+
+
+def setup() -> None:
+    """Create .venv and install the project into it, unless it is already up to date."""
+    if STAMP.exists() and STAMP.read_text() == _fingerprint() and PY.exists():
+        return
+    if not PY.exists():
+        print(f"Creating virtual environment in {VENV.name}/ ...", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    print("Installing resnet-edu and its dependencies (first time: a few minutes) ...", flush=True)
+    subprocess.run(
+        [str(PY), "-m", "pip", "install", "--disable-pip-version-check",
+         "-c", str(ROOT / "constraints.txt"), "-e", f"{ROOT}[lab,test]"],
+        check=True,
+    )
+    STAMP.write_text(_fingerprint())
+
+
+def lab() -> int:
+    setup()
+    return subprocess.call([str(BIN / "jupyter"), "lab", str(ROOT / "notebooks")], cwd=ROOT)
+
+
+def test(extra: list[str]) -> int:
+    setup()
+    env = dict(os.environ, RESNET_EDU_STATIC="1", PYTHONHASHSEED="0")
+    rc = subprocess.call([str(PY), "-m", "ruff", "check", "."], cwd=ROOT, env=env)
+    rc |= subprocess.call([str(PY), "-m", "pytest", *extra], cwd=ROOT, env=env)
+    return rc
+
+
+def notebooks(paths: list[str]) -> int:
+    """Execute notebooks in place (static widgets, as nbval runs them) to store outputs."""
+    setup()
+    env = dict(os.environ, RESNET_EDU_STATIC="1", PYTHONHASHSEED="0")
+    paths = paths or sorted(str(p) for p in (ROOT / "notebooks").glob("*.ipynb"))
+    return subprocess.call(
+        [str(BIN / "jupyter"), "nbconvert", "--to", "notebook", "--execute", "--inplace",
+         "--ExecutePreprocessor.timeout=3600", *paths],
+        cwd=ROOT / "notebooks", env=env,
+    )
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in {"lab", "test", "setup", "notebooks"}:
+        print(__doc__)
+        return 2
+    if argv[0] == "lab":
+        return lab()
+    if argv[0] == "test":
+        return test(argv[1:])
+    if argv[0] == "notebooks":
+        return notebooks([str(Path(p).resolve()) for p in argv[1:]])
+    setup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,4 +1,4 @@
-"""The project's two commands, with nothing but Python 3.10+ and pip needed to run them.
+"""The project's two commands, with nothing but Python 3.11+ and pip needed to run them.
 
     python3 tasks.py lab     # set up .venv (first time only) and open the series in JupyterLab
     python3 tasks.py test    # set up .venv (first time only) and run the whole test suite

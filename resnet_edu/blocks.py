@@ -67,9 +67,14 @@ class _Block(nn.Module):
         self.inplanes, self.planes, self.stride = inplanes, planes, stride
         self.out_channels = planes * self.expansion
         self.norm_layer = norm_layer or nn.BatchNorm2d
+        self._shortcut_option = shortcut
+
+    def _add_shortcut(self) -> None:
+        """Build `downsample` last, so state_dict keys come in torchvision's order."""
         # plain twins have no shortcut at all, not even a projection
         self.downsample = (
-            make_downsample(inplanes, self.out_channels, stride, shortcut, self.norm_layer)
+            make_downsample(self.inplanes, self.out_channels, self.stride,
+                            self._shortcut_option, self.norm_layer)
             if self.residual
             else None
         )
@@ -115,6 +120,7 @@ class BasicBlock(_Block):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = self.norm_layer(planes)
+        self._add_shortcut()
 
     @property
     def last_norm(self) -> nn.Module:
@@ -149,6 +155,7 @@ class Bottleneck(_Block):
         self.conv3 = conv1x1(planes, planes * self.expansion)
         self.bn3 = self.norm_layer(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
+        self._add_shortcut()
 
     @property
     def last_norm(self) -> nn.Module:
@@ -183,6 +190,7 @@ class PreActBlock(_Block):
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn2 = self.norm_layer(planes)
         self.conv2 = conv3x3(planes, planes)
+        self._add_shortcut()
 
     @property
     def last_norm(self) -> nn.Module:
@@ -218,5 +226,9 @@ class PlainPreActBlock(PreActBlock):
 
 def plain_twin(block: type[_Block]) -> type[_Block]:
     """The plain class of a residual block class (and the plain class itself)."""
-    twins = {BasicBlock: PlainBasicBlock, Bottleneck: PlainBottleneck, PreActBlock: PlainPreActBlock}
+    twins = {
+        BasicBlock: PlainBasicBlock,
+        Bottleneck: PlainBottleneck,
+        PreActBlock: PlainPreActBlock,
+    }
     return twins.get(block, block)

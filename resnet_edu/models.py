@@ -112,7 +112,7 @@ class ResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         planes = [width, 2 * width, 4 * width, 8 * width]
         inplanes = width
-        for i, (p, n) in enumerate(zip(planes, layers)):
+        for i, (p, n) in enumerate(zip(planes, layers, strict=True)):
             stride = 1 if i == 0 else 2  # stages 2-4 halve H and W and double the width
             setattr(self, f"layer{i + 1}",
                     _make_layer(block, inplanes, p, n, stride, shortcut, norm_layer))
@@ -226,7 +226,9 @@ class CifarResNet(nn.Module):
         return self.fc(x)  # (B, num_classes)
 
 
-def cifar_resnet(depth: int = 20, residual: bool = True, shortcut: str = "A", **kwargs) -> CifarResNet:
+def cifar_resnet(
+    depth: int = 20, residual: bool = True, shortcut: str = "A", **kwargs
+) -> CifarResNet:
     """ResNet-`depth` for CIFAR-10 (or the plain net with residual=False). Option A by default,
     as the paper uses on CIFAR: ResNet-20/32/44/56/110 have 0.27M/0.46M/0.66M/0.85M/1.7M
     parameters (Table 6)."""

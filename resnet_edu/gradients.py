@@ -1,0 +1,169 @@
+"""Per-layer gradient norms: how the gradient's scale changes from the output to the input.
+
+He et al. 2015 ("Deep Residual Learning", Sec. 1 and 4.1) observe that deeper plain nets
+train worse even with BatchNorm, and that residual nets do not. A first look at why is the
+size of the gradient each layer receives. `gradient_norms(model, images, labels)` does one
+forward and backward pass and returns, for every conv/linear weight in the order the forward
+pass uses them (depth order), the L2 norm of dLoss/dW; optionally also the norm of dLoss/dy
+at each block output y, caught with forward hooks. The model is left exactly as it was: no
+`.grad` is written, BatchNorm running statistics are restored, the hooks are removed and the
+train/eval mode is put back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .blocks import _Block
+
+WEIGHT, ACTIVATION = "weight", "activation"
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class NormRow:
+    """One row of the table: which layer, its depth index (1 = nearest the input), the norm."""
+
+    layer: str  # module name, as in model.named_modules(), e.g. "layer2.0.conv1"
+    depth: int  # 1-based position in forward order among rows of the same kind
+    kind: str  # "weight" (||dL/dW||) or "activation" (||dL/dy|| at a block output)
+    norm: float
+
+
+@dataclass(frozen=True)
+class GradientNorms:
+    """A tidy table of gradient norms (one row per layer and kind), in depth order."""
+
+    rows: tuple[NormRow, ...]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[NormRow]:
+        return iter(self.rows)
+
+    def of_kind(self, kind: str = WEIGHT) -> tuple[NormRow, ...]:
+        """The rows of one kind, in depth order."""
+        if kind not in (WEIGHT, ACTIVATION):
+            raise ValueError(f"kind must be {WEIGHT!r} or {ACTIVATION!r}, got {kind!r}")
+        return tuple(r for r in self.rows if r.kind == kind)
+
+    def norms(self, kind: str = WEIGHT) -> list[float]:
+        """The norms of one kind, first layer first."""
+        return [r.norm for r in self.of_kind(kind)]
+
+    def layers(self, kind: str = WEIGHT) -> list[str]:
+        return [r.layer for r in self.of_kind(kind)]
+
+    def ratio(self, kind: str = WEIGHT) -> float:
+        """First-layer norm / last-layer norm: 1 means the scale survives the trip back."""
+        norms = self.norms(kind)
+        if not norms:
+            raise ValueError(f"no {kind} rows to take a ratio of")
+        if norms[-1] == 0.0:
+            return float("nan") if norms[0] == 0.0 else float("inf")
+        return norms[0] / norms[-1]
+
+    def records(self) -> list[dict[str, object]]:
+        """The rows as dicts (e.g. for `pandas.DataFrame(table.records())` or JSON)."""
+        return [{"layer": r.layer, "depth": r.depth, "kind": r.kind, "norm": r.norm}
+                for r in self.rows]
+
+    def __str__(self) -> str:
+        lines = [f"{'layer':<22} {'depth':>5} {'kind':<10} {'norm':>10}"]
+        lines += [f"{r.layer:<22} {r.depth:>5} {r.kind:<10} {r.norm:>10.3e}" for r in self.rows]
+        return "\n".join(lines)
+
+
+def is_weight_layer(module: nn.Module) -> bool:
+    """Conv and linear layers: the ones whose weight gradients we follow."""
+    return isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))
+
+
+def is_block(module: nn.Module) -> bool:
+    """Residual blocks and their plain twins from `resnet_edu.blocks`."""
+    return isinstance(module, _Block)
+
+
+def _check_inputs(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> None:
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
+        raise ValueError(
+            "images and labels must be torch.Tensors, got "
+            f"{type(images).__name__} and {type(labels).__name__}"
+        )
+    if len(images) != len(labels) or len(images) == 0:
+        raise ValueError(
+            f"expected a non-empty batch with one label per image, got {len(images)} images "
+            f"and {len(labels)} labels"
+        )
+
+
+def gradient_norms(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    activations: bool = False,
+    loss_fn: LossFn = nn.functional.cross_entropy,
+    train_mode: bool = True,
+    is_block: Callable[[nn.Module], bool] = is_block,
+) -> GradientNorms:
+    """Per-layer gradient L2 norms of `loss_fn(model(images), labels)` on one batch.
+
+    Weight rows: ||dL/dW|| for every conv/linear layer the forward pass calls, in call order
+    (depth 1 = the stem conv, the last row = the classifier). With `activations=True` also
+    ||dL/dy|| at every block output y (`is_block` picks the blocks). `train_mode=True` runs
+    BatchNorm on batch statistics, as during training. Norms are accumulated in float64, so
+    tiny gradients are not lost to float32 underflow in the sum of squares.
+    """
+    _check_inputs(model, images, labels)
+    was_training = model.training
+    # BN running stats are updated by a train-mode forward: keep copies to put back
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    called: list[tuple[str, nn.Module]] = []
+    outputs: list[tuple[str, torch.Tensor]] = []
+    handles = []
+    names = {m: n for n, m in model.named_modules()}
+
+    def on_weight_layer(module: nn.Module, args: object, out: torch.Tensor) -> None:
+        if all(m is not module for _, m in called):  # first call fixes its depth
+            called.append((names[module], module))
+
+    def on_block(module: nn.Module, args: object, out: torch.Tensor) -> None:
+        outputs.append((names[module], out))
+
+    try:
+        for module in model.modules():
+            if is_weight_layer(module) and module.weight.requires_grad:
+                handles.append(module.register_forward_hook(on_weight_layer))
+            if activations and is_block(module):
+                handles.append(module.register_forward_hook(on_block))
+        model.train(train_mode)
+        with torch.enable_grad():
+            loss = loss_fn(model(images), labels)
+            weights = [m.weight for _, m in called]
+            acts = [out for _, out in outputs]
+            # autograd.grad, not .backward(): returns the gradients without touching .grad
+            grads = torch.autograd.grad(loss, weights + acts, allow_unused=True)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+
+    def norm(g: torch.Tensor | None) -> float:
+        return 0.0 if g is None else float(torch.linalg.vector_norm(g.double()))
+
+    rows = [NormRow(name, i + 1, WEIGHT, norm(g))
+            for i, ((name, _), g) in enumerate(zip(called, grads[: len(weights)], strict=True))]
+    rows += [NormRow(name, i + 1, ACTIVATION, norm(g))
+             for i, ((name, _), g) in enumerate(zip(outputs, grads[len(weights):], strict=True))]
+    return GradientNorms(tuple(rows))

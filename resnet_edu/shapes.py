@@ -1,0 +1,452 @@
+"""Shapes through a ResNet: the conv output-size rule, a shape tracer, a block calculator.
+
+"If conv1 has stride 2, F(x) and x have different shapes: how can they be added?" They
+cannot, so the shortcut changes shape too (He et al. 2015, "Deep Residual Learning", Eq. 2
+and Sec. 3.3). This module makes the shapes visible:
+
+- `conv_output_size`: floor((H + 2p - d(k-1) - 1) / s) + 1, the size `nn.Conv2d` (and the
+  pooling layers) produce; `kernel_windows` lists which input pixels each output reads.
+- `trace_shapes(model, input_shape)`: run a model once and record, per module in execution
+  order, its input and output shapes, and for each residual block its main-path shape,
+  shortcut shape and shortcut kind. Works on every `resnet_edu` model and on torchvision's
+  ResNets (blocks are recognised by their `downsample` attribute, torchvision's name).
+- `block_shapes(BlockSpec(...))`: the calculator behind the notebook's interactive cell,
+  a pure function: both paths' shapes, whether they can be added, and the parameter cost.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .shortcuts import SHORTCUT_OPTIONS, ZeroPadShortcut, needs_projection
+
+Shape = tuple[int, ...]
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------
+# the output-size rule
+
+
+def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0,
+                     dilation: int = 1, *, ceil_mode: bool = False) -> int:
+    """Output length of a convolution (or max/avg pool) along one spatial axis.
+
+    The kernel covers d(k-1)+1 pixels; it starts at 0, s, 2s, ... on the padded input of
+    length H + 2p and must end inside it, so there are floor((H + 2p - d(k-1) - 1)/s) + 1
+    positions. `ceil_mode` rounds up instead, as pooling layers allow, but (like PyTorch)
+    never starts a window in the right padding.
+    """
+    _check_int("size", size, 1)
+    _check_int("kernel", kernel, 1)
+    _check_int("stride", stride, 1)
+    _check_int("padding", padding, 0)
+    _check_int("dilation", dilation, 1)
+    span = dilation * (kernel - 1) + 1  # pixels one window covers
+    if span > size + 2 * padding:
+        raise ValueError(
+            f"the kernel covers {span} pixels (kernel={kernel}, dilation={dilation}) but the "
+            f"padded input has only {size + 2 * padding} (size={size}, padding={padding})"
+        )
+    room = size + 2 * padding - span  # how far the window can slide
+    out = (-(-room // stride) if ceil_mode else room // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1  # the last window would start in the right padding only
+    return out
+
+
+def kernel_windows(size: int, kernel: int, stride: int = 1, padding: int = 0,
+                   dilation: int = 1) -> list[list[int]]:
+    """For each output position, the input indices its window reads (one axis).
+
+    Indices below 0 or from `size` up are padding (zeros), not pixels.
+    """
+    n = conv_output_size(size, kernel, stride, padding, dilation)
+    return [[o * stride - padding + j * dilation for j in range(kernel)] for o in range(n)]
+
+
+def pixels_read(size: int, kernel: int, stride: int = 1, padding: int = 0,
+                dilation: int = 1) -> torch.Tensor:
+    """How many windows read each input pixel, as an (size, size) count map.
+
+    A 1x1 conv with stride 2 reads one pixel in four; a 3x3 conv with stride 2 and padding 1
+    reads them all (some twice).
+    """
+    counts = torch.zeros(size, dtype=torch.long)
+    for window in kernel_windows(size, kernel, stride, padding, dilation):
+        for i in window:
+            if 0 <= i < size:
+                counts[i] += 1
+    return counts[:, None] * counts[None, :]  # 2-D windows are products of 1-D ones
+
+
+def window_diagram(size: int, kernel: int, stride: int = 1, padding: int = 0,
+                   dilation: int = 1) -> str:
+    """A text picture of the windows sliding over one row of the padded input."""
+    windows = kernel_windows(size, kernel, stride, padding, dilation)
+    cells = list(range(-padding, size + padding))
+    label = "output"
+    width = len(f"{label} {len(windows) - 1}")
+    head = [" p" if not 0 <= i < size else f"{i:2d}" for i in cells]
+    lines = [f"{'input':<{width}} |" + " ".join(head)]
+    for o, window in enumerate(windows):
+        marks = ["[]" if i in window else " ." for i in cells]
+        lines.append(f"{label + ' ' + str(o):<{width}} |" + " ".join(marks))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# the shape tracer
+
+
+def is_residual_block(module: nn.Module) -> bool:
+    """A residual block in torchvision's vocabulary: it has a `downsample` attribute
+    (a module, or None for the identity), and is not one of our plain twins."""
+    return hasattr(module, "downsample") and getattr(module, "residual", True) is not False
+
+
+def shortcut_kind(downsample: nn.Module | None) -> str:
+    """Name the shortcut a block uses, from its `downsample` module (He et al. 2015, 3.3)."""
+    if downsample is None:
+        return "identity"
+    if isinstance(downsample, ZeroPadShortcut):
+        return f"A: subsample /{downsample.stride} + zero-pad"
+    mods = list(downsample.modules())
+    convs = [m for m in mods if isinstance(m, nn.Conv2d)]
+    pools = [m for m in mods if isinstance(m, nn.AvgPool2d)]
+    bn = " + BN" if any(isinstance(m, nn.BatchNorm2d) for m in mods) else ""
+    if pools and convs:
+        return f"D: avg-pool /{pools[0].stride} + 1x1 conv{bn}"
+    if len(convs) == 1 and convs[0].kernel_size == (1, 1):
+        return f"1x1 conv /{convs[0].stride[0]}{bn}"
+    return type(downsample).__name__
+
+
+def _shape(value: object) -> Shape | None:
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
+        return tuple(value[0].shape)
+    return None
+
+
+@dataclass(frozen=True)
+class TraceRow:
+    """One module call: where it sits, what went in and what came out.
+
+    For a residual block, `main_shape` is F(x)'s shape, `shortcut_shape` the shortcut's,
+    `shortcut` names it ("identity", "1x1 conv /2 + BN", ...) and `projection` says
+    whether it has weights (W_s in Eq. 2).
+    """
+
+    index: int
+    name: str
+    kind: str
+    input_shape: Shape | None
+    output_shape: Shape | None
+    main_shape: Shape | None = None
+    shortcut_shape: Shape | None = None
+    shortcut: str | None = None
+    projection: bool | None = None
+
+    @property
+    def depth(self) -> int:
+        return 0 if not self.name else self.name.count(".") + 1
+
+    @property
+    def is_block(self) -> bool:
+        return self.shortcut is not None
+
+    @property
+    def downsamples(self) -> bool:
+        """True when this call shrinks the spatial size (H of (B, C, H, W))."""
+        i, o = self.input_shape, self.output_shape
+        return i is not None and o is not None and len(i) == len(o) == 4 and o[2] < i[2]
+
+
+def format_shape(shape: Shape | None) -> str:
+    """(B, C, H, W) -> 'CxHxW' (the batch dropped); (B, N) -> 'N'."""
+    if shape is None:
+        return "-"
+    return "x".join(str(s) for s in shape[1:]) or "scalar"
+
+
+@dataclass(frozen=True)
+class ShapeTrace:
+    """The rows of a traced forward pass, in execution order."""
+
+    input_shape: Shape
+    rows: tuple[TraceRow, ...] = field(default_factory=tuple)
+
+    def blocks(self) -> list[TraceRow]:
+        return [r for r in self.rows if r.is_block]
+
+    def __getitem__(self, name: str) -> TraceRow:
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(f"no module called {name!r} ran; names look like 'layer2.0.conv1'")
+
+    def table(self, collapse_blocks: bool = True, max_depth: int | None = None) -> str:
+        """The trace as a text table. Rows that shrink H and W are marked '<- /2'.
+
+        `collapse_blocks` hides the modules inside residual blocks (their row already
+        shows both paths); `max_depth` hides deeper modules (1: only top-level children).
+        """
+        blocks = [r.name + "." for r in self.rows if r.is_block]
+        rows = [
+            r for r in self.rows
+            if r.name  # the model itself
+            and not (collapse_blocks and any(r.name.startswith(b) for b in blocks))
+            and (max_depth is None or r.depth <= max_depth)
+        ]
+        leaves = [r for r in rows if r.is_block or not any(
+            s.name.startswith(r.name + ".") for s in rows)]
+        header = ("module", "type", "input", "output", "main path F(x)", "shortcut", "")
+        body = []
+        for r in leaves:
+            note = ""
+            if r.downsamples:
+                note = f"<- /{round(r.input_shape[2] / r.output_shape[2])}"  # type: ignore[index]
+            shortcut = "" if not r.is_block else f"{format_shape(r.shortcut_shape)} {r.shortcut}"
+            body.append((r.name, r.kind, format_shape(r.input_shape),
+                         format_shape(r.output_shape),
+                         format_shape(r.main_shape) if r.is_block else "", shortcut, note))
+        widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+        lines = [fmt.format(*header).rstrip(), "  ".join("-" * w for w in widths[:-1])]
+        lines += [fmt.format(*line).rstrip() for line in body]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def trace_shapes(model: nn.Module, input_shape: Sequence[int] = (1, 3, 224, 224)
+                 ) -> ShapeTrace:
+    """Run `model` once on zeros of `input_shape` (B, C, H, W) and record every module call.
+
+    Runs in eval mode without gradients (BN statistics untouched) and restores the mode.
+    For a residual block, the main-path shape is the output of the last module that ran
+    inside the block outside its `downsample`, skipping activations (the ReLU after the
+    addition in post-activation blocks); the shortcut shape is the `downsample` output, or
+    the block input for the identity.
+    """
+    shape = tuple(input_shape)
+    if len(shape) != 4 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
+                              for s in shape):
+        raise ValueError(f"input_shape must be 4 positive ints (B, C, H, W), got {input_shape!r}")
+    names = {m: n for n, m in model.named_modules()}
+    calls: list[dict] = []
+    stack: list[dict] = []
+    activations = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Identity)
+
+    def pre_hook(module: nn.Module, args: tuple) -> None:
+        call = {"module": module, "name": names.get(module, "?"), "in": _shape(args),
+                "out": None, "main": None, "short": None}
+        for outer in stack:  # tell enclosing blocks what ran inside them
+            outer.setdefault("inner", []).append(call)
+        calls.append(call)
+        stack.append(call)
+
+    def post_hook(module: nn.Module, args: tuple, output: object) -> None:
+        call = stack.pop()
+        call["out"] = _shape(output)
+
+    handles = []
+    for m in model.modules():
+        handles.append(m.register_forward_pre_hook(pre_hook))
+        handles.append(m.register_forward_hook(post_hook))
+    was_training = model.training
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(shape, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+    rows = []
+    for i, call in enumerate(calls):
+        m = call["module"]
+        extra: dict = {}
+        if is_residual_block(m):
+            ds = m.downsample
+            inner = call.get("inner", [])
+            main = [c for c in inner
+                    if c["module"] is not ds
+                    and not (ds is not None and c["name"].startswith(names[ds] + "."))
+                    and not isinstance(c["module"], activations)
+                    and not list(c["module"].children())]
+            ds_calls = [c for c in inner if c["module"] is ds]
+            extra = {
+                "main_shape": main[-1]["out"] if main else None,
+                "shortcut_shape": ds_calls[-1]["out"] if ds_calls else call["in"],
+                "shortcut": shortcut_kind(ds),
+                "projection": ds is not None and any(True for _ in ds.parameters()),
+            }
+        rows.append(TraceRow(i, call["name"], type(m).__name__, call["in"], call["out"],
+                             **extra))
+    return ShapeTrace(shape, tuple(rows))
+
+
+# ---------------------------------------------------------------------------------------
+# the block calculator (pure: no modules built, no front end needed)
+
+CALCULATOR_SHORTCUTS = ("none", *SHORTCUT_OPTIONS)
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """A basic block (two k x k convs, the first strided) on a square input.
+
+    `shortcut` is "none" (x added as it is: the naive block) or an option A/B/C/D of
+    `resnet_edu.shortcuts`.
+    """
+
+    size: int = 32
+    in_channels: int = 16
+    out_channels: int = 32
+    stride: int = 2
+    kernel: int = 3
+    padding: int = 1
+    shortcut: str = "none"
+
+    def __post_init__(self) -> None:
+        for name in ("size", "in_channels", "out_channels", "stride", "kernel"):
+            _check_int(name, getattr(self, name), 1)
+        _check_int("padding", self.padding, 0)
+        if self.shortcut not in CALCULATOR_SHORTCUTS:
+            raise ValueError(
+                f"shortcut must be one of {', '.join(CALCULATOR_SHORTCUTS)}, "
+                f"got {self.shortcut!r}"
+            )
+
+
+@dataclass(frozen=True)
+class BlockShapes:
+    """What the calculator found: (C, H, W) of both paths, whether F(x) + shortcut(x) is
+    defined, why not, and the parameters of each path (convs without bias, BN: 2 per
+    channel)."""
+
+    input: Shape
+    main: Shape
+    shortcut: Shape | None
+    addable: bool
+    reason: str
+    main_params: int
+    shortcut_params: int
+    shortcut_name: str
+
+
+def block_shapes(spec: BlockSpec) -> BlockShapes:
+    """Both paths of a basic block, for the interactive calculator and its tests."""
+    s, cin, cout, k, p = spec.size, spec.in_channels, spec.out_channels, spec.kernel, spec.padding
+    h1 = conv_output_size(s, k, spec.stride, p)  # conv1 carries the stride
+    h2 = conv_output_size(h1, k, 1, p)  # conv2 keeps the size only if p = (k-1)/2
+    main = (cout, h2, h2)
+    main_params = cin * cout * k * k + cout * cout * k * k + 2 * 2 * cout  # 2 convs, 2 BNs
+    needed = needs_projection(cin, cout, spec.stride)
+    option = spec.shortcut
+    short: Shape | None
+    params = 0
+    if option == "none" or (option in ("A", "B", "D") and not needed):
+        short, name = (cin, s, s), "identity"
+    elif option == "A":
+        if cout < cin:
+            return BlockShapes((cin, s, s), main, None, False,
+                               f"option A can only add channels, not go {cin} -> {cout}",
+                               main_params, 0, "A: subsample + zero-pad")
+        h = conv_output_size(s, 1, spec.stride)  # x[:, :, ::s, ::s]
+        short, name = (cout, h, h), "A: subsample + zero-pad"
+    elif option == "D":
+        h = conv_output_size(s, spec.stride, spec.stride, ceil_mode=True)
+        short, name = (cout, h, h), "D: avg-pool + 1x1 conv + BN"
+        params = cin * cout + 2 * cout
+    else:  # B where needed, C everywhere: a strided 1x1 conv + BN (Eq. 2)
+        h = conv_output_size(s, 1, spec.stride)
+        short, name = (cout, h, h), f"{option}: 1x1 conv, stride {spec.stride} + BN"
+        params = cin * cout + 2 * cout
+    problems = []
+    if short[0] != main[0]:
+        problems.append(f"channels differ ({main[0]} vs {short[0]})")
+    if short[1:] != main[1:]:
+        problems.append(f"spatial sizes differ ({main[1]}x{main[2]} vs {short[1]}x{short[2]})")
+    reason = "shapes match" if not problems else "; ".join(problems)
+    return BlockShapes((cin, s, s), main, short, not problems, reason, main_params, params,
+                       name)
+
+
+def describe_block(spec: BlockSpec) -> str:
+    """The calculator's answer as a few lines of text."""
+    r = block_shapes(spec)
+    fmt = "x".join
+    lines = [
+        f"input x        : {fmt(map(str, r.input))}",
+        f"main path F(x) : {fmt(map(str, r.main))}  (two {spec.kernel}x{spec.kernel} convs, "
+        f"stride {spec.stride}, padding {spec.padding}; {r.main_params:,} parameters)",
+        "shortcut       : "
+        + (fmt(map(str, r.shortcut)) if r.shortcut else "-")
+        + f"  ({r.shortcut_name}; {r.shortcut_params:,} parameters)",
+        ("F(x) + shortcut: OK, " if r.addable else "F(x) + shortcut: cannot add: ") + r.reason,
+    ]
+    return "\n".join(lines)
+
+
+def draw_block_shapes(spec: BlockSpec, ax=None):
+    """Draw the block as two paths of boxes, the shapes written in, the sum green or red."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(9, 3.4))
+    ax.set_xlim(0, 10)
+    ax.set_ylim(0, 4)
+    ax.axis("off")
+    try:
+        r = block_shapes(spec)
+    except ValueError as e:  # e.g. a kernel larger than the feature map it slides over
+        ax.set_title(f"This block cannot run:\n{e}", fontsize=11, color="#c62828")
+        return ax
+
+    def box(x: float, y: float, text: str, color: str) -> None:
+        ax.add_patch(FancyBboxPatch((x - 1.05, y - 0.38), 2.1, 0.76,
+                                    boxstyle="round,pad=0.05", fc=color, ec="0.3"))
+        ax.text(x, y, text, ha="center", va="center", fontsize=10)
+
+    def shape(t: Shape | None) -> str:
+        return "x".join(map(str, t)) if t else "-"
+
+    k, s = spec.kernel, spec.stride
+    h1 = conv_output_size(spec.size, k, s, spec.padding)
+    box(1.2, 2.0, f"x\n{shape(r.input)}", "#dde6f5")
+    box(3.8, 3.2, f"conv {k}x{k}, stride {s}\n{spec.out_channels}x{h1}x{h1}", "#fde4c8")
+    box(6.4, 3.2, f"conv {k}x{k}, stride 1\nF(x): {shape(r.main)}", "#fde4c8")
+    box(5.1, 0.8, f"{r.shortcut_name}\n{shape(r.shortcut)}", "#e3f1df")
+    for (x0, y0), (x1, y1) in [((2.25, 2.2), (2.75, 3.0)), ((4.85, 3.2), (5.35, 3.2)),
+                               ((2.25, 1.8), (4.05, 0.9)), ((7.45, 3.0), (8.35, 2.25)),
+                               ((6.15, 0.9), (8.35, 1.75))]:
+        ax.annotate("", (x1, y1), (x0, y0), arrowprops={"arrowstyle": "->", "color": "0.3"})
+    color = "#2e7d32" if r.addable else "#c62828"
+    ax.add_patch(plt.Circle((8.7, 2.0), 0.35, fc="white", ec=color, lw=2.5))
+    ax.text(8.7, 2.0, "+", ha="center", va="center", fontsize=18, color=color)
+    ax.text(8.7, 1.3, "OK" if r.addable else "mismatch", ha="center", fontsize=10,
+            color=color, weight="bold")
+    ax.set_title(
+        f"Basic block, shortcut {spec.shortcut!r}: {r.reason}\n"
+        f"parameters: main path {r.main_params:,}, shortcut {r.shortcut_params:,}",
+        fontsize=11, color=color if not r.addable else "black")
+    return ax

@@ -1,0 +1,74 @@
+"""The exercise mechanism, and every notebook's solutions passing their own checks."""
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from resnet_edu.errors import show_error
+from resnet_edu.exercises import Feedback, NotYet, close, exercise
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+
+
+@exercise
+def check_double(fn) -> str:
+    if fn(2) != 4:
+        raise NotYet(f"double(2) should be 4, got {fn(2)!r}")
+    return "double works."
+
+
+def test_a_check_never_raises_and_reports_what_is_missing():
+    assert check_double(lambda x: 2 * x) == Feedback(True, "double works.")
+    wrong = check_double(lambda x: x + 1)
+    assert not wrong and repr(wrong) == "Not yet: double(2) should be 4, got 3"
+
+    def unattempted(x):
+        raise NotImplementedError
+
+    assert "not attempted yet" in repr(check_double(unattempted))
+    crashed = check_double(lambda x: x / "a")
+    assert not crashed and "raised TypeError" in crashed.message
+    assert repr(check_double(lambda x: 2 * x)) == "Correct! double works."
+
+
+def test_close():
+    assert close(1.0, 1.00001) and not close(1.0, 1.1) and close(0.0, 1e-8)
+
+
+def test_show_error_prints_the_expected_error_and_lets_others_through(capsys):
+    err = show_error(lambda: [][1], IndexError)
+    assert isinstance(err, IndexError)
+    assert capsys.readouterr().out == "IndexError: list index out of range\n"
+    assert show_error(lambda: 1, ValueError) is None
+    assert "No error" in capsys.readouterr().out
+    with pytest.raises(KeyError):
+        show_error(lambda: {}["k"], ValueError)  # an unexpected error is not hidden
+
+
+def solution_blocks(path: Path) -> list[str]:
+    cells = json.loads(path.read_text())["cells"]
+    blocks = []
+    for cell in cells:
+        text = "".join(cell["source"])
+        if cell["cell_type"] == "markdown" and "<details>" in text:
+            blocks += re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    return blocks
+
+
+SOLUTIONS = [(nb.name, i, code) for nb in NOTEBOOKS for i, code in enumerate(solution_blocks(nb))]
+
+
+@pytest.mark.parametrize("notebook, index, code", SOLUTIONS,
+                         ids=[f"{n}-solution{i + 1}" for n, i, _ in SOLUTIONS])
+def test_notebook_solutions_pass_their_checks(notebook, index, code):
+    """Each solution block runs on its own and ends with a check that passes."""
+    tree = ast.parse(code)
+    assert isinstance(tree.body[-1], ast.Expr), "a solution block ends with its check call"
+    namespace: dict = {}
+    exec(compile(ast.Module(tree.body[:-1], []), notebook, "exec"), namespace)
+    result = eval(compile(ast.Expression(tree.body[-1].value), notebook, "eval"), namespace)
+    assert isinstance(result, Feedback), "the last line must call a check_... function"
+    assert result, result.message

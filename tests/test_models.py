@@ -1,0 +1,172 @@
+"""Our models against torchvision's (the oracle), and the paper's parameter counts."""
+
+import pytest
+import torch
+import torchvision.models as tvm
+from torch import nn
+
+from resnet_edu import models
+from resnet_edu.blocks import BasicBlock, Bottleneck, PreActBlock
+
+IMAGENET = {
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+}
+
+
+@pytest.mark.parametrize("name", IMAGENET)
+def test_imagenet_models_match_torchvision(name):
+    ours, theirs = getattr(models, name)(), getattr(tvm, name)()
+    assert models.count_parameters(ours) == IMAGENET[name]
+    assert models.count_parameters(theirs) == IMAGENET[name]
+    ours_sd, theirs_sd = ours.state_dict(), theirs.state_dict()
+    assert list(ours_sd) == list(theirs_sd)  # same keys, same order
+    assert all(ours_sd[k].shape == theirs_sd[k].shape for k in ours_sd)
+
+    x = torch.randn(2, 3, 64, 64)
+    ours.load_state_dict(theirs_sd, strict=True)  # torchvision -> ours
+    ours.eval(), theirs.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=0)
+
+    fresh = getattr(tvm, name)()
+    for m in ours.modules():  # make our BN statistics non-trivial before copying back
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    fresh.load_state_dict(ours.state_dict(), strict=True)  # ours -> torchvision
+    fresh.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), ours(x), atol=1e-5, rtol=0)
+
+
+# He et al. 2015, Table 6: 0.27M, 0.46M, 0.66M, 0.85M, 1.7M parameters (option A)
+PAPER_CIFAR = {20: 0.27e6, 32: 0.46e6, 44: 0.66e6, 56: 0.85e6, 110: 1.7e6}
+
+
+@pytest.mark.parametrize("depth", PAPER_CIFAR)
+def test_cifar_family_parameter_counts_match_the_paper(depth):
+    n = models.count_parameters(models.cifar_resnet(depth))
+    assert abs(n - PAPER_CIFAR[depth]) / PAPER_CIFAR[depth] < 0.02
+    # the plain net of the same depth has exactly the same parameters (option A is free)
+    assert models.count_parameters(models.cifar_resnet(depth, residual=False)) == n
+
+
+@pytest.mark.parametrize("depth", [20, 56])
+def test_cifar_layer_count_is_depth(depth):
+    m = models.cifar_resnet(depth)
+    weighted = [x for x in m.modules() if isinstance(x, (nn.Conv2d, nn.Linear))]
+    assert len(weighted) == depth  # 6n+2: stem conv, 6n block convs, fc
+    assert m(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_resnet18_cifar():
+    m = models.resnet18_cifar()
+    assert models.count_parameters(m) == 11_173_962
+    assert isinstance(m.maxpool, nn.Identity) and m.conv1.kernel_size == (3, 3)
+    assert m(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    small = models.resnet18_cifar(width=16, num_classes=100)
+    assert small.layer4[0].conv1.out_channels == 128
+    assert small(torch.randn(1, 3, 32, 32)).shape == (1, 100)
+
+
+def test_shortcut_options_change_only_the_projections():
+    a, b, c = (models.resnet18(shortcut=s) for s in "ABC")
+    # A has no projection parameters; C projects in every block
+    assert models.count_parameters(a) < models.count_parameters(b) < models.count_parameters(c)
+    assert sum(isinstance(m, nn.Sequential) and "downsample" in n
+               for n, m in c.named_modules()) == 8
+    for m in (a, b, c):
+        assert m(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+
+
+def test_plain_nets_have_no_shortcut():
+    for depth in (20, 56):
+        plain = models.cifar_resnet(depth, residual=False, shortcut="B")
+        assert all(not blk.residual and blk.downsample is None
+                   for layer in (plain.layer1, plain.layer2, plain.layer3) for blk in layer)
+    plain18 = models.resnet18(residual=False)
+    assert "downsample" not in " ".join(plain18.state_dict())
+
+
+def test_plain_and_residual_differ_only_by_the_shortcut():
+    """Same seed -> identical weights; outputs differ because of the added identity."""
+    torch.manual_seed(1)
+    res = models.cifar_resnet(20)
+    torch.manual_seed(1)
+    plain = models.cifar_resnet(20, residual=False)
+    res_sd, plain_sd = res.state_dict(), plain.state_dict()
+    assert list(res_sd) == list(plain_sd)
+    assert all(torch.equal(res_sd[k], plain_sd[k]) for k in res_sd)
+
+
+def test_zero_init_residual_makes_every_block_start_as_identity():
+    m = models.cifar_resnet(20, shortcut="B", zero_init_residual=True).eval()
+    blk = m.layer1[1]
+    x = torch.relu(torch.randn(2, 16, 32, 32))  # block inputs are post-ReLU
+    with torch.no_grad():
+        assert torch.equal(blk.residual_branch(x), torch.zeros_like(x))
+        torch.testing.assert_close(blk(x), x)
+    tv = tvm.resnet50(zero_init_residual=True)
+    ours = models.resnet50(zero_init_residual=True)
+    for (k, v), (_, w) in zip(ours.state_dict().items(), tv.state_dict().items(), strict=True):
+        if k.endswith("bn3.weight"):
+            assert torch.equal(v, w)
+
+
+def test_preact_cifar_net():
+    m = models.cifar_resnet(20, preact=True)
+    assert isinstance(m.layer1[0], PreActBlock)
+    assert m(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_batchnorm_can_be_turned_off():
+    m = models.cifar_resnet(20, norm_layer=nn.Identity)
+    assert not any(isinstance(x, nn.BatchNorm2d) for x in m.modules())
+    assert torch.isfinite(m(torch.randn(2, 3, 32, 32))).all()
+
+
+def test_default_init_keeps_pytorch_defaults():
+    torch.manual_seed(0)
+    ours = models.cifar_resnet(20, init="default").conv1.weight
+    torch.manual_seed(0)
+    reference = nn.Conv2d(3, 16, 3, padding=1, bias=False).weight
+    torch.testing.assert_close(ours, reference)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: models.cifar_resnet(21), r"6n\+2 with n >= 1.*got"),
+        (lambda: models.cifar_resnet(2), r"6n\+2 with n >= 1.*got"),
+        (lambda: models.cifar_resnet(20, shortcut="E"), "shortcut must be one of"),
+        (lambda: models.resnet18(shortcut="bogus"), "shortcut must be one of"),
+        (lambda: models.resnet18_cifar(width=0), "width must be a positive integer, got 0"),
+        (lambda: models.cifar_resnet(20, width=-1), "width must be a positive integer"),
+        (lambda: models.resnet18(num_classes=0), "num_classes"),
+        (lambda: models.cifar_resnet(20, init="xavier"), "init must be one of"),
+        (lambda: models.ResNet(BasicBlock, [2, 2, 2]), "4 positive block counts"),
+        (lambda: BasicBlock(0, 4), "inplanes must be a positive int"),
+    ],
+)
+def test_bad_options_raise_clear_errors(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+@pytest.mark.parametrize(
+    "model, x, message",
+    [
+        (models.resnet18_cifar(width=8), torch.randn(3, 32, 32), "4-D batch.*unsqueeze"),
+        (models.resnet18_cifar(width=8), torch.randn(1, 1, 32, 32), "3 input channels, got 1"),
+        (models.cifar_resnet(20), torch.randn(2, 32, 32, 3), "3 input channels, got 32"),
+        (BasicBlock(16, 16), torch.randn(1, 8, 8, 8), "16 input channels, got 8"),
+        (Bottleneck(64, 16), torch.randn(64, 8, 8), "4-D batch"),
+    ],
+)
+def test_wrong_input_shapes_raise_clear_errors(model, x, message):
+    with pytest.raises(ValueError, match=message):
+        model(x)

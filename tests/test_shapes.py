@@ -1,0 +1,313 @@
+"""The output-size rule against nn.Conv2d and the pools, the tracer against modules run by
+hand (ours and torchvision's), and the block calculator against the modules it describes."""
+
+from itertools import product
+
+import matplotlib
+import pytest
+import torch
+import torchvision.models as tvm
+from torch import nn
+
+from resnet_edu import models
+from resnet_edu.blocks import BasicBlock
+from resnet_edu.shapes import (
+    CALCULATOR_SHORTCUTS,
+    BlockSpec,
+    block_shapes,
+    conv_output_size,
+    describe_block,
+    draw_block_shapes,
+    kernel_windows,
+    pixels_read,
+    shortcut_kind,
+    trace_shapes,
+    window_diagram,
+)
+from resnet_edu.shortcuts import make_downsample
+
+matplotlib.use("Agg")
+
+CONV_GRID = [
+    (h, k, s, p, d)
+    for h, k, s, p, d in product((1, 2, 5, 7, 8, 15, 32), (1, 2, 3, 5, 7), (1, 2, 3),
+                                 (0, 1, 3), (1, 2))
+    if d * (k - 1) + 1 <= h + 2 * p
+]
+
+
+def _conv(h: int, k: int, s: int, p: int, d: int) -> nn.Conv2d:
+    return nn.Conv2d(1, 1, k, stride=s, padding=p, dilation=d, bias=False)
+
+
+# ---------------------------------------------------------------------------------------
+# conv_output_size
+
+
+def test_conv_output_size_matches_conv2d_over_a_grid():
+    assert len(CONV_GRID) > 300
+    for h, k, s, p, d in CONV_GRID:
+        with torch.no_grad():
+            out = _conv(h, k, s, p, d)(torch.zeros(1, 1, h, h))
+        assert out.shape[2:] == (conv_output_size(h, k, s, p, d),) * 2, (h, k, s, p, d)
+
+
+@pytest.mark.parametrize("ceil_mode", [False, True])
+@pytest.mark.parametrize("pool", [nn.MaxPool2d, nn.AvgPool2d])
+def test_conv_output_size_matches_pools(pool, ceil_mode):
+    # pools allow padding up to half the kernel; ceil_mode must not start in the padding
+    for h, k, s in product((1, 2, 5, 7, 8, 15), (1, 2, 3, 4), (1, 2, 3)):
+        for p in range(k // 2 + 1):
+            if k > h + 2 * p:
+                continue
+            with torch.no_grad():
+                out = pool(k, s, p, ceil_mode=ceil_mode)(torch.zeros(1, 1, h, h))
+            want = conv_output_size(h, k, s, p, ceil_mode=ceil_mode)
+            assert out.shape[2] == want, (pool.__name__, h, k, s, p, ceil_mode)
+
+
+def test_stride_two_halves_rounding_down_never_doubles():
+    for h in range(2, 40):
+        assert conv_output_size(h, 3, 2, 1) == (h + 1) // 2  # ceil(H/2) for 3x3, padding 1
+        assert conv_output_size(h, 1, 2, 0) == (h + 1) // 2  # the 1x1 shortcut agrees
+    assert conv_output_size(7, 3, 2, 1) == 4
+
+
+@pytest.mark.parametrize("args", [
+    (0, 3, 1, 1), (8, 0, 1, 1), (8, 3, 0, 1), (8, 3, 1, -1), (8, 3, 1, 1, 0), (2, 5, 1, 0),
+    (8.0, 3, 1, 1), (True, 3, 1, 1), (3, 3, 1, 0, 2),
+])
+def test_conv_output_size_rejects_bad_input(args):
+    with pytest.raises(ValueError, match="must be|kernel covers"):
+        conv_output_size(*args)
+
+
+# ---------------------------------------------------------------------------------------
+# which pixels a window reads, with autograd as the oracle
+
+
+@pytest.mark.parametrize("h,k,s,p,d", [(8, 1, 2, 0, 1), (8, 3, 2, 1, 1), (7, 3, 2, 1, 1),
+                                        (9, 3, 1, 1, 2), (6, 2, 2, 0, 1), (5, 5, 3, 2, 1)])
+def test_pixels_read_is_the_gradient_of_a_ones_conv(h, k, s, p, d):
+    x = torch.zeros(1, 1, h, h, requires_grad=True)
+    conv = _conv(h, k, s, p, d)
+    nn.init.ones_(conv.weight)
+    conv(x).sum().backward()  # d(sum)/dx_ij = number of windows that read pixel (i, j)
+    assert torch.equal(pixels_read(h, k, s, p, d), x.grad[0, 0].long())
+
+
+def test_kernel_windows_and_diagram_agree_with_the_size():
+    windows = kernel_windows(7, 3, 2, 1)
+    assert len(windows) == conv_output_size(7, 3, 2, 1)
+    assert windows[0][0] == -1 and windows[-1][-1] == 7  # both ends read the padding
+    diagram = window_diagram(7, 3, 2, 1).splitlines()
+    assert len(diagram) == 1 + len(windows)
+    assert all(line.count("[]") == 3 for line in diagram[1:])
+
+
+# ---------------------------------------------------------------------------------------
+# the tracer
+
+
+def _rerun_rows(model: nn.Module, trace) -> None:
+    """Each leaf module, run alone on the recorded input shape, gives the recorded output;
+    each block's own paths give the recorded main and shortcut shapes."""
+    modules = dict(model.named_modules())
+    model.eval()
+    with torch.no_grad():
+        for row in trace.rows:
+            m = modules[row.name]
+            if row.is_block:
+                x = torch.zeros(row.input_shape)
+                short = x if m.downsample is None else m.downsample(x)
+                assert tuple(short.shape) == row.shortcut_shape, row.name
+                assert tuple(m(x).shape) == row.output_shape == row.main_shape, row.name
+                assert row.projection == (m.downsample is not None
+                                          and len(list(m.downsample.parameters())) > 0)
+            elif not list(m.children()) and row.input_shape is not None:
+                assert tuple(m(torch.zeros(row.input_shape)).shape) == row.output_shape, row.name
+
+
+def test_trace_of_torchvision_resnet18_matches_a_hand_run():
+    model = tvm.resnet18().eval()
+    trace = trace_shapes(model, (1, 3, 224, 224))
+    _rerun_rows(model, trace)
+    with torch.no_grad():  # torchvision's forward, by hand, block by block
+        x = model.maxpool(model.relu(model.bn1(model.conv1(torch.zeros(1, 3, 224, 224)))))
+        assert trace["maxpool"].output_shape == tuple(x.shape)
+        for name, block in model.named_modules():
+            if not isinstance(block, tvm.resnet.BasicBlock):
+                continue
+            main = block.bn2(block.conv2(block.relu(block.bn1(block.conv1(x)))))
+            short = x if block.downsample is None else block.downsample(x)
+            row = trace[name]
+            assert (row.input_shape, row.main_shape, row.shortcut_shape) == (
+                tuple(x.shape), tuple(main.shape), tuple(short.shape))
+            x = block(x)
+    strided = [n for n, m in model.named_modules()
+               if isinstance(m, tvm.resnet.BasicBlock) and m.conv1.stride == (2, 2)]
+    assert [r.name for r in trace.blocks() if r.downsamples] == strided
+    assert [r.name for r in trace.blocks() if r.projection] == strided  # option B
+
+
+def test_trace_of_ours_equals_torchvision_row_for_row():
+    ours = trace_shapes(models.resnet18(), (1, 3, 64, 64))
+    theirs = trace_shapes(tvm.resnet18(), (1, 3, 64, 64))
+    assert ours.table() == theirs.table()
+    assert [r.name for r in ours.blocks()] == [r.name for r in theirs.blocks()]
+
+
+def test_execution_order_and_the_post_addition_relu():
+    block = BasicBlock(16, 32, 2)
+    trace = trace_shapes(nn.Sequential(block), (1, 16, 9, 9))
+    names = [r.name for r in trace.rows]
+    # torchvision vocabulary, in the order the forward runs them: F(x), then W_s x, then ReLU
+    assert names == ["", "0", "0.conv1", "0.bn1", "0.relu", "0.conv2", "0.bn2",
+                     "0.downsample", "0.downsample.0", "0.downsample.1", "0.relu"]
+    assert trace["0"].main_shape == (1, 32, 5, 5) == trace["0"].shortcut_shape
+
+
+MODELS = {
+    "resnet18": lambda: models.resnet18(width=8),
+    "resnet34": lambda: models.resnet34(width=8),
+    "resnet50": lambda: models.resnet50(width=8),
+    "resnet101": lambda: models.resnet101(width=8),
+    "resnet152": lambda: models.resnet152(width=8),
+    "resnet18_cifar": lambda: models.resnet18_cifar(width=8),
+    "resnet34_A": lambda: models.resnet34(width=8, shortcut="A"),
+    "resnet34_C": lambda: models.resnet34(width=8, shortcut="C"),
+    "cifar20": lambda: models.cifar_resnet(20),
+    "cifar20_B": lambda: models.cifar_resnet(20, shortcut="B"),
+    "cifar20_D_preact": lambda: models.cifar_resnet(20, shortcut="D", preact=True),
+    "cifar20_plain": lambda: models.cifar_resnet(20, residual=False),
+}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_trace_on_every_resnet_edu_model(name):
+    model = MODELS[name]().train()
+    bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    trace = trace_shapes(model, (2, 3, 33, 33))  # odd: every stride rounds
+    assert model.training and torch.equal(bn.running_mean, before)  # untouched
+    _rerun_rows(model, trace)
+    assert trace.rows[0].output_shape == (2, model.num_classes)
+    blocks = [m for m in model.modules() if hasattr(m, "downsample")]
+    if name.endswith("plain"):
+        assert trace.blocks() == []  # plain twins have no shortcut to report
+    else:
+        assert len(trace.blocks()) == len(blocks)
+    kinds = {r.shortcut.split(":")[0] for r in trace.blocks() if r.projection is not None}
+    if "_C" in name:
+        assert all(r.projection for r in trace.blocks())
+    if name in ("cifar20", "resnet34_A"):
+        assert kinds == {"identity", "A"}
+    if "_D" in name:
+        assert kinds == {"identity", "D"}
+    for line in trace.table().splitlines()[2:]:  # marked exactly where H shrinks
+        assert ("<- /" in line) == trace[line.split()[0]].downsamples, line
+
+
+def test_table_depths_and_bad_input():
+    trace = trace_shapes(models.cifar_resnet(8), (1, 3, 32, 32))
+    top = [line.split()[0] for line in trace.table(max_depth=1).splitlines()[2:]]
+    # CifarResNet.forward's order (final_norm only runs in the pre-activation net)
+    assert top == ["conv1", "bn1", "relu", "layer1", "layer2", "layer3", "avgpool", "fc"]
+    full = trace.table(collapse_blocks=False)
+    assert "layer2.0.downsample" in full and "layer2.0.downsample" not in trace.table()
+    with pytest.raises(KeyError, match="no module called"):
+        trace["layer9"]
+    for bad in [(3, 32, 32), (1, 3, 0, 32), (1, 3, 32.0, 32)]:
+        with pytest.raises(ValueError, match="input_shape"):
+            trace_shapes(models.cifar_resnet(8), bad)
+
+
+def test_shortcut_kind_names_each_option():
+    assert shortcut_kind(None) == "identity"
+    assert shortcut_kind(make_downsample(16, 32, 2, "A")).startswith("A:")
+    assert shortcut_kind(make_downsample(16, 32, 2, "B")) == "1x1 conv /2 + BN"
+    assert shortcut_kind(make_downsample(16, 32, 2, "D")).startswith("D: avg-pool /2")
+    assert shortcut_kind(nn.Conv2d(16, 32, 1, stride=2)) == "1x1 conv /2"
+
+
+# ---------------------------------------------------------------------------------------
+# the calculator, against the modules it describes
+
+
+def _real_block(spec: BlockSpec):
+    conv1 = nn.Sequential(nn.Conv2d(spec.in_channels, spec.out_channels, spec.kernel,
+                                    spec.stride, spec.padding, bias=False),
+                          nn.BatchNorm2d(spec.out_channels))
+    conv2 = nn.Sequential(nn.Conv2d(spec.out_channels, spec.out_channels, spec.kernel, 1,
+                                    spec.padding, bias=False),
+                          nn.BatchNorm2d(spec.out_channels))
+    if spec.shortcut == "none":
+        short = None
+    else:
+        short = make_downsample(spec.in_channels, spec.out_channels, spec.stride,
+                                spec.shortcut)
+    return nn.Sequential(conv1, conv2).eval(), short
+
+
+CALC_GRID = [
+    BlockSpec(size, cin, cout, stride, kernel, padding, option)
+    for size, (cin, cout), stride, (kernel, padding), option in product(
+        (7, 8), ((16, 16), (16, 32), (32, 16)), (1, 2, 3), ((3, 1), (1, 0), (3, 0)),
+        CALCULATOR_SHORTCUTS)
+]
+
+
+def test_block_shapes_match_real_modules():
+    for spec in CALC_GRID:
+        try:
+            got = block_shapes(spec)
+        except ValueError as e:  # conv2's kernel no longer fits: PyTorch refuses too
+            assert "kernel covers" in str(e)
+            main_path, _ = _real_block(spec)
+            with pytest.raises(RuntimeError, match="Kernel size can't be greater"):
+                main_path(torch.zeros(1, spec.in_channels, spec.size, spec.size))
+            continue
+        if spec.shortcut == "A" and spec.out_channels < spec.in_channels \
+                and (spec.stride != 1 or spec.in_channels != spec.out_channels):
+            with pytest.raises(ValueError):
+                _real_block(spec)
+            assert not got.addable and got.shortcut is None
+            continue
+        main_path, short = _real_block(spec)
+        x = torch.zeros(1, spec.in_channels, spec.size, spec.size)
+        with torch.no_grad():
+            main = tuple(main_path(x).shape[1:])
+            s = tuple((x if short is None else short.eval()(x)).shape[1:])
+        assert (got.main, got.shortcut, got.addable) == (main, s, main == s), spec
+        assert got.main_params == models.count_parameters(main_path), spec
+        assert got.shortcut_params == (0 if short is None else models.count_parameters(short))
+        assert ("cannot add" in describe_block(spec)) == (not got.addable)
+
+
+def test_calculator_on_the_naive_block_and_the_fix():
+    naive = block_shapes(BlockSpec(32, 16, 32, 2, shortcut="none"))
+    assert not naive.addable and "channels differ" in naive.reason
+    assert "spatial sizes differ" in naive.reason
+    fixed = block_shapes(BlockSpec(32, 16, 32, 2, shortcut="B"))
+    block = BasicBlock(16, 32, 2)
+    assert fixed.addable
+    assert fixed.main_params + fixed.shortcut_params == models.count_parameters(block)
+
+
+@pytest.mark.parametrize("kwargs", [{"size": 0}, {"stride": 0}, {"padding": -1},
+                                    {"shortcut": "E"}, {"in_channels": 1.5}])
+def test_block_spec_rejects_bad_input(kwargs):
+    with pytest.raises(ValueError):
+        BlockSpec(**kwargs)
+
+
+def test_draw_block_shapes_colours_the_verdict():
+    import matplotlib.pyplot as plt
+
+    ax = draw_block_shapes(BlockSpec(shortcut="none"))
+    assert "channels differ" in ax.get_title()
+    ax2 = draw_block_shapes(BlockSpec(shortcut="B"))
+    assert "shapes match" in ax2.get_title()
+    texts = [t.get_text() for t in ax2.texts]
+    assert "OK" in texts and any("32x16x16" in t for t in texts)
+    plt.close("all")

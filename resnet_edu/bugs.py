@@ -171,15 +171,17 @@ class GoodBlock(_TwoConvBlock):
         return self.relu(self.main_path(x) + self.shortcut(x))
 
 
-class HalvedShortcutBlock(GoodBlock):
-    """A gradient-flow mistake: the sum is halved "to keep the scale", (F(x) + x) / 2.
+class DetachedShortcutBlock(GoodBlock):
+    """A gradient-flow mistake: the shortcut takes a detached copy of x.
 
-    The shortcut then carries x/2, so the gradient through it halves in every block: after
-    L blocks 2^-L (He et al. 2016, Sec. 3.1 and Eq. 7, "constant scaling").
+    `x.clone().detach()` looks like a safe copy, but it also cuts the shortcut out of the
+    autograd graph: the gradient can only come back through F, as in a plain net, and over a
+    deep stack it vanishes (He et al. 2016, Eq. 5 loses its "1 +" term).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu((self.main_path(x) + self.shortcut(x)) / 2)
+        identity = x.clone().detach()  # meant as "a copy, safe from in-place ops"
+        return self.relu(self.main_path(x) + self.shortcut(identity))
 
 
 class SoftmaxResNet(TinyResNet):
@@ -242,6 +244,6 @@ PLANTED = {
     "ReluShortcutBlock": "shortcut-activation",
     "AlwaysProjectBlock": "unneeded-projection",
     "BiasBeforeNormBlock": "bias-before-norm",
-    "HalvedShortcutBlock": "gradient-flow",
+    "DetachedShortcutBlock": "gradient-flow",
     "SoftmaxResNet": "softmax-output",
 }

@@ -181,3 +181,53 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
     return (images.float() / 255 - mean) / std
+
+
+# --- the classic path: a torchvision Dataset + transforms + DataLoader ---------------------
+
+class ImageSetDataset(torch.utils.data.Dataset):
+    """An `ImageSet` as a map-style Dataset: item i is (transform(image_i), label_i).
+
+    This is the pipeline students meet everywhere (one image at a time, augmented by
+    torchvision `transforms` in DataLoader workers); `augment.DeviceLoader` is the fast path.
+    """
+
+    def __init__(self, data: ImageSet, transform=None) -> None:
+        self.data, self.transform = data, transform
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = self.data.images[i]  # (3, 32, 32) uint8
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.data.labels[i])
+
+
+def classic_transforms(train: bool, padding: int = 4, flip: bool = True):
+    """torchvision v2 transforms on uint8 tensors: crop + flip (training), then to float and
+    normalize, as in He et al. 2015, Sec. 4.2."""
+    from torchvision.transforms import v2
+
+    steps = []
+    if train:
+        if padding:
+            steps.append(v2.RandomCrop(32, padding=padding))
+        if flip:
+            steps.append(v2.RandomHorizontalFlip())
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)]
+    return v2.Compose(steps)
+
+
+def dataloader(data: ImageSet, batch_size: int, train: bool, num_workers: int = 0,
+               padding: int = 4, flip: bool = True, seed: int = 0
+               ) -> torch.utils.data.DataLoader:
+    """The classic `DataLoader` over `data` (shuffled and augmented when `train`)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return torch.utils.data.DataLoader(
+        ImageSetDataset(data, classic_transforms(train, padding, flip)),
+        batch_size=batch_size, shuffle=train, drop_last=train, num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed), persistent_workers=num_workers > 0,
+    )

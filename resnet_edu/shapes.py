@@ -16,7 +16,6 @@ and Sec. 3.3). This module makes the shapes visible:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 

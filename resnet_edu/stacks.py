@@ -316,8 +316,7 @@ def plot_gains_vs_depth(config: LinearStack, kinds: Sequence[str] = ("plain", "r
     ax.set_yscale("log")
     ax.set_xlabel("depth k (number of linear blocks)")
     ax.set_ylabel(r"gain $\|\partial x_k/\partial x_0\|_F/\sqrt{d}$ (ratio)")
-    ax.set_title(f"Gradient gain through linear stacks (width d={config.width}, "
-                 f"weight scale {config.scale:g})")
+    ax.set_title(f"Gradient gain vs depth (width d={config.width}, scale s={config.scale:g})")
     ax.legend(loc="best", fontsize=9)
     ax.grid(True, which="major", alpha=0.3)
     return ax

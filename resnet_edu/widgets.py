@@ -23,8 +23,8 @@ def live_widgets() -> bool:
         from IPython import get_ipython
     except ImportError:
         return False
-    shell = get_ipython()
-    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+    # a kernel (JupyterLab, Colab, VS Code) has one; a plain IPython terminal does not
+    return getattr(get_ipython(), "kernel", None) is not None
 
 
 def _default(spec: Any) -> Any:

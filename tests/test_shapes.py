@@ -28,6 +28,15 @@ from resnet_edu.shortcuts import make_downsample
 
 matplotlib.use("Agg")
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Hundreds of tiny convs: one thread avoids thread-pool overhead on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 CONV_GRID = [
     (h, k, s, p, d)
     for h, k, s, p, d in product((1, 2, 5, 7, 8, 15, 32), (1, 2, 3, 5, 7), (1, 2, 3),
@@ -234,19 +243,23 @@ def test_shortcut_kind_names_each_option():
 # the calculator, against the modules it describes
 
 
-def _real_block(spec: BlockSpec):
+def _main_path(spec: BlockSpec) -> nn.Sequential:
     conv1 = nn.Sequential(nn.Conv2d(spec.in_channels, spec.out_channels, spec.kernel,
                                     spec.stride, spec.padding, bias=False),
                           nn.BatchNorm2d(spec.out_channels))
     conv2 = nn.Sequential(nn.Conv2d(spec.out_channels, spec.out_channels, spec.kernel, 1,
                                     spec.padding, bias=False),
                           nn.BatchNorm2d(spec.out_channels))
+    return nn.Sequential(conv1, conv2).eval()
+
+
+def _real_block(spec: BlockSpec):
     if spec.shortcut == "none":
         short = None
     else:
         short = make_downsample(spec.in_channels, spec.out_channels, spec.stride,
                                 spec.shortcut)
-    return nn.Sequential(conv1, conv2).eval(), short
+    return _main_path(spec), short
 
 
 CALC_GRID = [
@@ -263,7 +276,7 @@ def test_block_shapes_match_real_modules():
             got = block_shapes(spec)
         except ValueError as e:  # conv2's kernel no longer fits: PyTorch refuses too
             assert "kernel covers" in str(e)
-            main_path, _ = _real_block(spec)
+            main_path = _main_path(spec)
             with pytest.raises(RuntimeError, match="Kernel size can't be greater"):
                 main_path(torch.zeros(1, spec.in_channels, spec.size, spec.size))
             continue

@@ -21,7 +21,7 @@ BLOCK_INPUT = (8, 64, 15, 15)
 SHORTCUT_CASES = ((64, 128, 2, 8), (64, 64, 1, 8), (16, 32, 2, 7), (32, 32, 2, 9))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _torch_conv_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
     """The oracle: what nn.Conv2d really produces along one axis."""
     out = nn.functional.conv2d(torch.zeros(1, 1, size, 1), torch.zeros(1, 1, kernel, 1),

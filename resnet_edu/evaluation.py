@@ -1,0 +1,126 @@
+"""Looking at a trained classifier: confusion matrix, per-class accuracy, worst mistakes.
+
+The numbers come from `train.predict` (class probabilities); each has a plot for the
+notebook. Plus the two pictures of the data itself: an image grid and the class balance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .data import CLASSES, ImageSet
+
+
+def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor,
+                     num_classes: int = len(CLASSES)) -> torch.Tensor:
+    """(classes, classes) int64 counts: row = true class, column = predicted class."""
+    if predictions.shape != labels.shape or predictions.ndim != 1:
+        raise ValueError(f"expected predictions and labels of the same shape (N,), got "
+                         f"{tuple(predictions.shape)} and {tuple(labels.shape)}")
+    index = labels.long() * num_classes + predictions.long()
+    return torch.bincount(index, minlength=num_classes ** 2).view(num_classes, num_classes)
+
+
+def per_class_accuracy(matrix: torch.Tensor) -> torch.Tensor:
+    """Recall of each class: the diagonal over the row sums (nan for an absent class)."""
+    return matrix.diag().double() / matrix.sum(1).double()
+
+
+def most_confident_mistakes(probs: torch.Tensor, labels: torch.Tensor, k: int = 16
+                            ) -> torch.Tensor:
+    """Indices of the k wrong predictions with the highest predicted probability."""
+    if probs.ndim != 2 or len(probs) != len(labels):
+        raise ValueError(f"expected probs (N, classes) and labels (N,), got "
+                         f"{tuple(probs.shape)} and {tuple(labels.shape)}")
+    confidence, predicted = probs.max(1)
+    wrong = (predicted != labels).nonzero().flatten()
+    order = confidence[wrong].argsort(descending=True)
+    return wrong[order[:k]]
+
+
+def plot_confusion_matrix(matrix: torch.Tensor, classes: Sequence[str] = CLASSES,
+                          title: str = "Confusion matrix") -> Any:
+    """The matrix as row-normalized percentages (each row: where that class's images went)."""
+    import matplotlib.pyplot as plt
+
+    share = 100 * matrix.double() / matrix.sum(1, keepdim=True).clamp_min(1)
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=100)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            v = share[i, j].item()
+            ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=8,
+                    color="white" if v > 50 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set(xlabel="predicted class", ylabel="true class", title=title)
+    fig.colorbar(im, ax=ax, label="share of the true class's images (%)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_per_class_accuracy(accuracy: torch.Tensor, classes: Sequence[str] = CLASSES,
+                            title: str = "Per-class accuracy") -> Any:
+    """Horizontal bars, one per class, with the mean as a dashed line."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    values = (100 * accuracy).tolist()
+    ax.barh(list(classes), values, color="tab:blue", label="class accuracy")
+    mean = sum(values) / len(values)
+    ax.axvline(mean, color="k", linestyle="--", label=f"mean {mean:.1f}%")
+    ax.set(xlabel="accuracy (%)", ylabel="class", title=title, xlim=(0, 100))
+    ax.invert_yaxis()
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_images(data: ImageSet, indices: Sequence[int] | torch.Tensor, ncols: int = 8,
+                captions: Sequence[str] | None = None, title: str = "") -> Any:
+    """A grid of images (uint8, as stored) with a caption under each."""
+    import matplotlib.pyplot as plt
+
+    indices = [int(i) for i in indices]
+    nrows = max(1, -(-len(indices) // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 1.85 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for n, (ax, i) in enumerate(zip(axes.flat, indices, strict=False)):
+        ax.imshow(data.images[i].permute(1, 2, 0).numpy())  # (32, 32, 3) for imshow
+        caption = captions[n] if captions is not None else CLASSES[int(data.labels[i])]
+        ax.set_title(caption, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_mistakes(data: ImageSet, probs: torch.Tensor, indices: torch.Tensor,
+                  ncols: int = 8) -> Any:
+    """The given mistakes with 'predicted (confidence) / true' captions."""
+    confidence, predicted = probs.max(1)
+    captions = [f"{CLASSES[predicted[i]]} {100 * confidence[i]:.0f}%\n"
+                f"(true: {CLASSES[data.labels[i]]})" for i in indices.tolist()]
+    return plot_images(data, indices, ncols, captions,
+                       title="Most confident mistakes: predicted (confidence), true class")
+
+
+def plot_class_balance(sets: dict[str, ImageSet], classes: Sequence[str] = CLASSES) -> Any:
+    """Images per class in each split, as grouped bars."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    width = 0.8 / max(1, len(sets))
+    for k, (name, s) in enumerate(sets.items()):
+        counts = torch.bincount(s.labels, minlength=len(classes)).tolist()
+        ax.bar([i + k * width for i in range(len(classes))], counts, width, label=name)
+    ax.set_xticks([i + width * (len(sets) - 1) / 2 for i in range(len(classes))], classes,
+                  rotation=30, ha="right")
+    ax.set(xlabel="class", ylabel="images", title="Class balance per split")
+    ax.legend()
+    fig.tight_layout()
+    return fig

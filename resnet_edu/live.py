@@ -1,0 +1,69 @@
+"""Training curves: drawn live in a notebook while `fit` runs, and as a static figure after.
+
+    live = LiveCurves()                            # one figure, redrawn after every epoch
+    history = fit(model, data, config, callbacks=[live])
+    plot_history(history)                          # the final static figure
+
+`LiveCurves` redraws only when a notebook front end can show it (JupyterLab, Colab); under
+nbval/nbconvert (static mode) or in a terminal it stays quiet, and the notebook draws the
+final curves with `plot_history` instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .train import History
+from .widgets import live_widgets
+
+
+def plot_history(history: History, axes: Any = None, title: str | None = None) -> Any:
+    """Loss (left) and accuracy (right) per epoch for every split the history holds."""
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    else:
+        fig = axes[0].figure
+    epochs = history.column("epoch")
+    styles = {"train": "-", "val": "--", "test": ":"}
+    for split, style in styles.items():
+        if history.column(f"{split}_loss"):
+            axes[0].plot(epochs, history.column(f"{split}_loss"), style, marker="o",
+                         label=split)
+            axes[1].plot(epochs, [100 * a for a in history.column(f"{split}_acc")], style,
+                         marker="o", label=split)
+        if history.column(f"{split}_acc_tta"):
+            axes[1].plot(epochs, [100 * a for a in history.column(f"{split}_acc_tta")],
+                         style, marker="x", alpha=0.6, label=f"{split} (flip TTA)")
+    axes[0].set(xlabel="epoch", ylabel="cross-entropy loss (nats)", title="Loss")
+    axes[1].set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    name = history.config.get("name", "")
+    fig.suptitle(title or f"Training curves (preset '{name}', CIFAR-10 (JPEG copy))")
+    fig.tight_layout()
+    return fig
+
+
+class LiveCurves:
+    """A `fit` callback that redraws the curves after every epoch in a live notebook."""
+
+    def __init__(self, enabled: bool | None = None) -> None:
+        self.enabled = live_widgets() if enabled is None else enabled
+        self._handle: Any = None
+
+    def __call__(self, history: History) -> None:
+        if not self.enabled:
+            return
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        fig = plot_history(history)
+        if self._handle is None:
+            self._handle = display(fig, display_id=True)
+        else:
+            self._handle.update(fig)
+        plt.close(fig)  # shown through the display handle, not again at the cell's end

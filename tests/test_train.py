@@ -1,0 +1,180 @@
+"""The trainer: recipe rules, parameter groups, AMP resolution, checkpoint and exact resume."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from resnet_edu.data import ImageSet, load_sample, normalize
+from resnet_edu.train import (
+    PRESETS,
+    TrainConfig,
+    choose_preset,
+    evaluate,
+    fit,
+    load_checkpoint,
+    lr_at,
+    param_groups,
+    preset,
+    resolve_amp,
+    train_resolution,
+)
+
+TINY = TrainConfig(name="tiny", width=4, epochs=2, batch_size=64, lr=0.1, train_subset=192,
+                   eval_batch_size=256, tta=True, amp="off", min_resolution=24,
+                   full_resolution_epochs=1)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return load_sample()
+
+
+def _tiny_model() -> nn.Module:
+    from resnet_edu.models import resnet18_cifar
+
+    torch.manual_seed(0)
+    return resnet18_cifar(width=4)
+
+
+def test_presets_are_frozen_and_validated():
+    assert {"gpu", "cpu", "smoke"} <= set(PRESETS)
+    assert PRESETS["gpu"].width == 64 and PRESETS["cpu"].width < 64
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        PRESETS["cpu"].lr = 1.0
+    assert preset("cpu", epochs=3).epochs == 3
+    with pytest.raises(ValueError, match="preset must be one of"):
+        preset("tpu")
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(schedule="step")
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0)
+
+
+def test_choose_preset():
+    assert choose_preset(torch.device("cpu"), quick=True) == "smoke"
+    assert choose_preset(torch.device("cpu"), quick=False) == "cpu"
+    assert choose_preset(torch.device("cuda"), quick=False) == "gpu"
+
+
+def test_onecycle_and_cosine_schedules():
+    c = TrainConfig(lr=0.4, warmup=0.25, schedule="onecycle")
+    lrs = [lr_at(s, 100, c) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.4 / 25) and max(lrs) == pytest.approx(0.4)
+    assert lrs.index(max(lrs)) == 24 and lrs[-1] == pytest.approx(0.0)
+    assert all(a >= b for a, b in zip(lrs[24:], lrs[25:], strict=False))  # decays monotonically
+    cos = dataclasses.replace(c, schedule="cosine")
+    mid = 25 + (99 - 25) // 2
+    assert lr_at(mid, 100, cos) == pytest.approx(0.2, rel=0.02)  # half-way down the cosine
+    # torch's own cosine as an oracle for the decay part
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=74)
+    for s in range(25, 100):
+        assert lr_at(s, 100, cos) == pytest.approx(opt.param_groups[0]["lr"], abs=1e-9)
+        opt.step()
+        sched.step()
+    with pytest.raises(ValueError):
+        lr_at(100, 100, c)
+
+
+def test_progressive_resizing_ends_at_full_size():
+    c = TrainConfig(epochs=12, min_resolution=24, full_resolution_epochs=3)
+    sizes = [train_resolution(e, c) for e in range(12)]
+    assert sizes[0] == 24 and sizes[-3:] == [32, 32, 32]
+    assert sizes == sorted(sizes) and all(s % 4 == 0 for s in sizes)
+    assert {train_resolution(e, TrainConfig(epochs=5)) for e in range(5)} == {32}
+
+
+def test_weight_decay_skips_batchnorm_and_biases():
+    model = _tiny_model()
+    decay, no_decay = param_groups(model, 5e-4)
+    assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(".weight" in names[id(p)] and p.ndim == 4 or names[id(p)] == "fc.weight"
+               for p in decay["params"])
+    assert any(names[id(p)] == "fc.bias" for p in no_decay["params"])
+    assert any(names[id(p)] == "bn1.weight" for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_amp_resolution_is_guarded():
+    cpu = torch.device("cpu")
+    assert resolve_amp("auto", cpu) is None and resolve_amp("off", cpu) is None
+    assert resolve_amp("bf16", cpu) is torch.bfloat16
+    with pytest.raises(ValueError, match="CUDA"):
+        resolve_amp("fp16", cpu)
+    with pytest.raises(ValueError, match="amp"):
+        resolve_amp("fp8", cpu)
+
+
+def test_fit_bf16_and_channels_last_paths_run_on_cpu(sample):
+    model = _tiny_model()
+    config = dataclasses.replace(TINY, epochs=1, amp="bf16", channels_last=True)
+    history = fit(model, sample, config, device=torch.device("cpu"), progress=False,
+                  verbose=False)
+    record = history.last
+    assert record["resolution"] == 32 and 0 <= record["val_acc"] <= 1
+    assert torch.isfinite(torch.tensor(record["train_loss"]))
+    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_resume_reproduces_an_uninterrupted_run(sample, tmp_path):
+    straight = _tiny_model()
+    h2 = fit(straight, sample, TINY, out_dir=tmp_path / "a", device=torch.device("cpu"),
+             progress=False, verbose=False)
+    # the same run, interrupted after epoch 1 (like a closed laptop), then called again
+    state_dir = tmp_path / "b"
+    with pytest.raises(_Stop):
+        fit(_tiny_model(), sample, TINY, out_dir=state_dir, device=torch.device("cpu"),
+            progress=False, verbose=False, callbacks=[_stop_after(1)])
+    ckpt = load_checkpoint(state_dir / "checkpoint.pt")
+    assert ckpt["epoch"] == 1
+    resumed = _tiny_model()
+    h_resumed = fit(resumed, sample, TINY, out_dir=state_dir, device=torch.device("cpu"),
+                    progress=False, verbose=False)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), f"{name} differs after resume"
+    assert [e["train_loss"] for e in h_resumed.epochs] == [e["train_loss"] for e in h2.epochs]
+    saved = json.loads((state_dir / "history.json").read_text())
+    assert [e["epoch"] for e in saved["epochs"]] == [1, 2]
+    # a checkpoint holds only tensors and plain values: weights_only loading works
+    state = torch.load(state_dir / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 2 and state["config"] == TINY.to_dict()
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after(epochs: int):
+    def callback(history):
+        if len(history.epochs) >= epochs:
+            raise _Stop  # the checkpoint of this epoch is already on disk
+    return callback
+
+
+def test_resume_refuses_a_different_recipe(sample, tmp_path):
+    fit(_tiny_model(), sample, dataclasses.replace(TINY, epochs=1), out_dir=tmp_path,
+        device=torch.device("cpu"), progress=False, verbose=False)
+    with pytest.raises(ValueError, match="different config.*lr"):
+        fit(_tiny_model(), sample, dataclasses.replace(TINY, epochs=1, lr=0.3),
+            out_dir=tmp_path, device=torch.device("cpu"), progress=False, verbose=False)
+
+
+def test_evaluate_matches_a_manual_count_and_tta_is_flip_invariant(sample):
+    model = _tiny_model().eval()
+    data = sample.test.subset(slice(0, 300))
+    result = evaluate(model, data, tta=True, batch_size=128)
+    with torch.no_grad():
+        logits = model(normalize(data.images))
+        flipped = model(normalize(data.images.flip(-1)))
+    assert result["acc"] == pytest.approx((logits.argmax(1) == data.labels).float().mean().item())
+    assert result["loss"] == pytest.approx(
+        nn.functional.cross_entropy(logits, data.labels).item(), rel=1e-5)
+    mirrored = evaluate(model, ImageSet(data.images.flip(-1), data.labels), tta=True)
+    assert mirrored["acc_tta"] == pytest.approx(result["acc_tta"])  # TTA sees both views
+    assert mirrored["acc"] == pytest.approx(
+        (flipped.argmax(1) == data.labels).float().mean().item())

@@ -428,7 +428,7 @@ def find_unneeded_projections(blocks: Sequence[BlockRecord]) -> list[Finding]:
            and not projection_needed(b.input_shape, b.output_shape)]
     if not bad:
         return []
-    all_blocks = len(bad) == len([b for b in blocks if b.output_shape is not None])
+    all_blocks = all(b.shortcut_has_weights for b in blocks)
     note = (" Every block has one: this is option C of He et al. 2015 (Table 3), a deliberate "
             "choice there (slightly better, many more parameters); if you chose it, pass "
             "ignore=('unneeded-projection',)." if all_blocks and len(bad) > 1 else "")
@@ -647,7 +647,7 @@ def diagnose(model: nn.Module, input_shape: Sequence[int], *, evaluating: bool =
         model.load_state_dict(saved_state)
         for m, mode in saved_modes.items():
             m.training = mode
-        for p, g in zip(params, saved_grads):
+        for p, g in zip(params, saved_grads, strict=True):
             p.grad = g
 
     blocks = tuple(

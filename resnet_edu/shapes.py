@@ -16,6 +16,7 @@ and Sec. 3.3). This module makes the shapes visible:
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -354,8 +355,14 @@ class BlockShapes:
 def block_shapes(spec: BlockSpec) -> BlockShapes:
     """Both paths of a basic block, for the interactive calculator and its tests."""
     s, cin, cout, k, p = spec.size, spec.in_channels, spec.out_channels, spec.kernel, spec.padding
-    h1 = conv_output_size(s, k, spec.stride, p)  # conv1 carries the stride
-    h2 = conv_output_size(h1, k, 1, p)  # conv2 keeps the size only if p = (k-1)/2
+    try:
+        h1 = conv_output_size(s, k, spec.stride, p)  # conv1 carries the stride
+    except ValueError as e:
+        raise ValueError(f"conv1 cannot run on the {s}x{s} input: {e}") from None
+    try:
+        h2 = conv_output_size(h1, k, 1, p)  # conv2 keeps the size only if p = (k-1)/2
+    except ValueError as e:
+        raise ValueError(f"conv2 cannot run on the {h1}x{h1} map conv1 leaves: {e}") from None
     main = (cout, h2, h2)
     main_params = cin * cout * k * k + cout * cout * k * k + 2 * 2 * cout  # 2 convs, 2 BNs
     needed = needs_projection(cin, cout, spec.stride)
@@ -418,11 +425,12 @@ def draw_block_shapes(spec: BlockSpec, ax=None):
     try:
         r = block_shapes(spec)
     except ValueError as e:  # e.g. a kernel larger than the feature map it slides over
-        ax.set_title(f"This block cannot run:\n{e}", fontsize=11, color="#c62828")
+        ax.text(5, 2, "This block cannot run:\n" + textwrap.fill(str(e), 70), ha="center",
+                va="center", fontsize=11, color="#c62828")
         return ax
 
-    def box(x: float, y: float, text: str, color: str) -> None:
-        ax.add_patch(FancyBboxPatch((x - 1.05, y - 0.38), 2.1, 0.76,
+    def box(x: float, y: float, text: str, color: str, width: float = 2.1) -> None:
+        ax.add_patch(FancyBboxPatch((x - width / 2, y - 0.38), width, 0.76,
                                     boxstyle="round,pad=0.05", fc=color, ec="0.3"))
         ax.text(x, y, text, ha="center", va="center", fontsize=10)
 
@@ -434,10 +442,10 @@ def draw_block_shapes(spec: BlockSpec, ax=None):
     box(1.2, 2.0, f"x\n{shape(r.input)}", "#dde6f5")
     box(3.8, 3.2, f"conv {k}x{k}, stride {s}\n{spec.out_channels}x{h1}x{h1}", "#fde4c8")
     box(6.4, 3.2, f"conv {k}x{k}, stride 1\nF(x): {shape(r.main)}", "#fde4c8")
-    box(5.1, 0.8, f"{r.shortcut_name}\n{shape(r.shortcut)}", "#e3f1df")
+    box(5.1, 0.8, f"{r.shortcut_name}\n{shape(r.shortcut)}", "#e3f1df", width=3.6)
     for (x0, y0), (x1, y1) in [((2.25, 2.2), (2.75, 3.0)), ((4.85, 3.2), (5.35, 3.2)),
-                               ((2.25, 1.8), (4.05, 0.9)), ((7.45, 3.0), (8.35, 2.25)),
-                               ((6.15, 0.9), (8.35, 1.75))]:
+                               ((2.25, 1.8), (3.3, 0.9)), ((7.45, 3.0), (8.35, 2.25)),
+                               ((6.9, 0.9), (8.35, 1.75))]:
         ax.annotate("", (x1, y1), (x0, y0), arrowprops={"arrowstyle": "->", "color": "0.3"})
     color = "#2e7d32" if r.addable else "#c62828"
     ax.add_patch(plt.Circle((8.7, 2.0), 0.35, fc="white", ec=color, lw=2.5))

@@ -265,19 +265,24 @@ class JacobianGains:
     """Norms of dx_k/dx_0 after each block k = 1..L."""
 
     depths: tuple[int, ...]
-    spectral: tuple[float, ...]  # largest gain any gradient direction can get
     rms: tuple[float, ...]  # ||J||_F / sqrt(width): the gain of a typical direction
+    spectral: tuple[float, ...] | None  # the largest gain any direction can get (on request)
 
 
-def jacobian_gains(stack: Iterable[LinearBlock]) -> JacobianGains:
-    """Spectral and RMS norm of the end-to-end Jacobian after every block."""
+def jacobian_gains(stack: Iterable[LinearBlock], spectral: bool = False) -> JacobianGains:
+    """RMS norm (and, if asked, spectral norm) of the end-to-end Jacobian after every block.
+
+    The spectral norm needs an SVD per depth, far slower than the Frobenius norm, so it is
+    computed only when asked for.
+    """
     jacobians = end_to_end_jacobians(stack)
     if not jacobians:
         raise ValueError("need at least one block, got an empty stack")
     width = jacobians[0].shape[0]
-    spectral = tuple(torch.linalg.matrix_norm(j, ord=2).item() for j in jacobians)
     rms = tuple((torch.linalg.matrix_norm(j) / math.sqrt(width)).item() for j in jacobians)
-    return JacobianGains(tuple(range(1, len(jacobians) + 1)), spectral, rms)
+    largest = (tuple(torch.linalg.matrix_norm(j, ord=2).item() for j in jacobians)
+               if spectral else None)
+    return JacobianGains(tuple(range(1, len(jacobians) + 1)), rms, largest)
 
 
 def expected_rms_gain(scale: float, depth: int, residual: bool) -> float:

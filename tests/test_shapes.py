@@ -323,4 +323,6 @@ def test_draw_block_shapes_colours_the_verdict():
     assert "shapes match" in ax2.get_title()
     texts = [t.get_text() for t in ax2.texts]
     assert "OK" in texts and any("32x16x16" in t for t in texts)
+    ax3 = draw_block_shapes(BlockSpec(size=7, stride=3, padding=0, shortcut="B"))
+    assert any("conv2 cannot run on the 2x2 map" in t.get_text() for t in ax3.texts)
     plt.close("all")

@@ -153,9 +153,10 @@ def test_plain_and_residual_builds_share_weights_and_differ_by_the_identity():
 
 def test_gains_spectral_is_the_largest_singular_value_and_bounds_rms():
     config = LinearStack(width=6, depth=5, scale=1.3)
-    gains = jacobian_gains(config.build(False))
+    gains = jacobian_gains(config.build(False), spectral=True)
     last = end_to_end_jacobians(config.build(False))[-1]
     assert gains.depths == (1, 2, 3, 4, 5)
+    assert jacobian_gains(config.build(False)).spectral is None
     assert math.isclose(gains.spectral[-1], torch.linalg.svdvals(last)[0].item(), rel_tol=1e-9)
     assert all(s >= r for s, r in zip(gains.spectral, gains.rms, strict=True))
 

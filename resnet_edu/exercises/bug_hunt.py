@@ -1,0 +1,172 @@
+"""Checks for the exercises of notebook 05 (bug hunt). Each returns `Feedback`, never raises."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..bugs import GoodBlock, TinyResNet, evaluate_correctly
+from ..diagnostics import ACTIVATIONS, diagnose
+from ..models import cifar_resnet, count_parameters
+from . import NotYet, exercise
+
+# (in_channels, out_channels, stride) cases, with and without a shape change
+SHORTCUT_CASES = ((16, 16, 1), (16, 32, 2), (32, 32, 2), (32, 64, 1), (64, 64, 1))
+
+CLAIMS = {
+    "stride2_doubles": "A 3x3 conv with stride 2 and padding 1 turns a 32x32 map into 64x64.",
+    "shortcut_shares_parameters": "A residual connection shares the main path's parameters.",
+    "identity_is_free": "An identity shortcut adds no parameters to a block.",
+    "bias_cancelled_by_bn": "A conv bias right before BatchNorm (train mode) does not change "
+                            "the block's output.",
+}
+
+
+def _main_path_shape(cin: int, cout: int, stride: int, size: int = 8) -> tuple[int, ...]:
+    conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+    return tuple(conv(torch.zeros(2, cin, size, size)).shape)
+
+
+@exercise
+def check_shortcut_for(shortcut_for: Callable[[int, int, int], nn.Module | None]) -> str:
+    """Exercise 1: `shortcut_for(in_channels, out_channels, stride)` builds the right shortcut."""
+    for cin, cout, stride in SHORTCUT_CASES:
+        module = shortcut_for(cin, cout, stride)
+        needed = stride != 1 or cin != cout
+        case = f"shortcut_for({cin}, {cout}, {stride})"
+        if not needed:
+            if module is not None and any(True for _ in module.parameters()):
+                raise NotYet(f"{case} has parameters, but x already has the output shape: "
+                             "return None (the identity) here.")
+            continue
+        if module is None:
+            raise NotYet(f"{case} returned None, but x ({cin} channels) cannot be added to "
+                         f"F(x) ({cout} channels, stride {stride}): it needs a projection.")
+        acts = [type(m).__name__ for m in module.modules() if isinstance(m, ACTIVATIONS)]
+        if acts:
+            raise NotYet(f"{case} contains {', '.join(acts)}: a shortcut must stay linear.")
+        x = torch.randn(2, cin, 8, 8)
+        module.train()
+        got, want = tuple(module(x).shape), _main_path_shape(cin, cout, stride)
+        if got != want:
+            raise NotYet(f"{case} maps (2, {cin}, 8, 8) to {got}, but the main path gives "
+                         f"{want}: check the 1x1 conv's out_channels and stride.")
+        if not any(isinstance(m, nn.BatchNorm2d) for m in module.modules()):
+            raise NotYet(f"{case} has no BatchNorm after its conv: option B (torchvision) "
+                         "normalizes the projection like every other conv output.")
+    return ("identity where the shapes match, 1x1 conv (with the block's stride) + BatchNorm "
+            "where they don't: option B of He et al. 2015.")
+
+
+@exercise
+def check_evaluate(evaluate: Callable[[nn.Module, torch.Tensor], torch.Tensor]) -> str:
+    """Exercise 2: `evaluate(model, images)` predicts in eval mode, without autograd."""
+    torch.manual_seed(0)
+    model = cifar_resnet(8)
+    with torch.no_grad():  # give BatchNorm running statistics that differ from the batch's
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    images = torch.randn(16, 3, 32, 32)
+    want = evaluate_correctly(model, images)
+    running = model.bn1.running_mean.clone()
+    grad_seen: list[bool] = []
+    hook = model.register_forward_pre_hook(lambda m, a: grad_seen.append(torch.is_grad_enabled()))
+    model.train()
+    try:
+        got = evaluate(model, images)
+    finally:
+        hook.remove()
+    if not isinstance(got, torch.Tensor) or got.shape != want.shape:
+        raise NotYet(f"evaluate should return the predicted classes, a tensor of shape "
+                     f"{tuple(want.shape)}; got {getattr(got, 'shape', type(got).__name__)}.")
+    if not torch.equal(model.bn1.running_mean, running):
+        raise NotYet("evaluating changed BatchNorm's running statistics: the model was in "
+                     "train mode. Call model.eval() first.")
+    if not torch.equal(got.cpu(), want):
+        raise NotYet("the predictions differ from eval mode's: call model.eval() first.")
+    if any(grad_seen):
+        raise NotYet("autograd was recording during the forward pass: wrap it in "
+                      "`with torch.no_grad():`.")
+    note = "" if model.training else (" (Tip: put the mode back with model.train(was_training) "
+                                      "so the caller's training loop is not affected.)")
+    return "eval mode, no autograd, and the predictions no longer depend on the batch." + note
+
+
+def claim_evidence() -> dict[str, bool]:
+    """Each claim's truth, measured with torch rather than asserted."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 3, 3, stride=2, padding=1)
+    doubles = tuple(conv(torch.zeros(1, 3, 32, 32)).shape[2:]) == (64, 64)
+    block, plain = GoodBlock(16, 16, 1), GoodBlock(16, 16, 1)
+    plain.shortcut = None  # the same block without its (identity) shortcut module
+    free = count_parameters(block) == count_parameters(plain)
+    shares = any(p is q for p in block.shortcut.parameters() for q in block.conv1.parameters())
+    with_bias = nn.Sequential(nn.Conv2d(3, 4, 3, bias=True), nn.BatchNorm2d(4))
+    without = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4))
+    without[0].weight.data.copy_(with_bias[0].weight.data)
+    nn.init.normal_(with_bias[0].bias, std=1.0)
+    x = torch.randn(4, 3, 8, 8)
+    cancelled = torch.allclose(with_bias(x), without(x), atol=1e-5)
+    return {"stride2_doubles": doubles, "shortcut_shares_parameters": shares,
+            "identity_is_free": free, "bias_cancelled_by_bn": cancelled}
+
+
+_WHY = {
+    "stride2_doubles": "a stride-2 conv reads every other position: 32x32 becomes 16x16 "
+                       "(floor((32 + 2 - 3) / 2) + 1 = 16).",
+    "shortcut_shares_parameters": "the identity shortcut has no parameters at all, and a "
+                                  "projection has its own 1x1 conv; nothing is shared.",
+    "identity_is_free": "x is added as it is, so the block has exactly the parameters of its "
+                        "main path.",
+    "bias_cancelled_by_bn": "BatchNorm subtracts each channel's batch mean, and the bias only "
+                            "shifts that mean.",
+}
+
+
+@exercise
+def check_claims(answers: dict[str, bool]) -> str:
+    """Exercise 3: mark each claim in `CLAIMS` True or False."""
+    if not isinstance(answers, dict):
+        raise NotYet(f"answers should be a dict from claim name to True/False, got "
+                     f"{type(answers).__name__}.")
+    missing = [k for k in CLAIMS if not isinstance(answers.get(k), bool)]
+    if missing:
+        raise NotYet(f"give True or False for: {', '.join(missing)}.")
+    truth = claim_evidence()
+    wrong = [k for k in CLAIMS if answers[k] != truth[k]]
+    if wrong:
+        k = wrong[0]
+        more = f" ({len(wrong) - 1} more to rethink.)" if len(wrong) > 1 else ""
+        return_word = "true" if truth[k] else "false"
+        raise NotYet(f"'{CLAIMS[k]}' is {return_word}: {_WHY[k]}{more}")
+    return "all four claims judged right, each checked by running torch."
+
+
+@exercise
+def check_block(block: Callable[[int, int, int], nn.Module]) -> str:
+    """Exercise 4: a block `block(in_channels, out_channels, stride)` diagnose finds clean."""
+    for cin, cout, stride in ((16, 16, 1), (16, 32, 2)):
+        b = block(cin, cout, stride)
+        got = tuple(b(torch.randn(2, cin, 16, 16)).shape)
+        want = (2, cout, 16 // stride, 16 // stride)
+        if got != want:
+            raise NotYet(f"block({cin}, {cout}, {stride}) maps (2, {cin}, 16, 16) to {got}, "
+                         f"expected {want}.")
+    report = diagnose(TinyResNet(block, depth=2), (3, 32, 32))
+    if report.findings:
+        first = report.findings[0]
+        raise NotYet(f"diagnose finds {len(report.findings)} problem(s); the first: "
+                     f"[{first.check}] at {first.where}: {first.what} Fix: {first.fix}")
+    if not report.blocks:
+        raise NotYet("diagnose found no residual block: keep the shortcut in an attribute "
+                     "named `shortcut` (or `downsample`).")
+    ours = count_parameters(TinyResNet(GoodBlock, depth=2))
+    theirs = count_parameters(TinyResNet(block, depth=2))
+    if theirs != ours:
+        raise NotYet(f"the net has {theirs:,} parameters with your block and {ours:,} with a "
+                     "BasicBlock (option B): look for an extra or a missing layer.")
+    return f"diagnose finds nothing, and the net has the BasicBlock's {ours:,} parameters."

@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from resnet_edu.data import Cifar10, load_cifar10, load_sample
+from resnet_edu.data import Cifar10, load_cifar10, load_sample, normalize
+from resnet_edu.gradients import gradient_norms
 from resnet_edu.models import cifar_resnet, count_parameters
 from resnet_edu.runtime import default_device, environment_report, seed_everything
 from resnet_edu.train import TrainConfig, fit
@@ -38,11 +39,12 @@ NETS = {"plain-20": (20, False), "plain-56": (56, False),
 PAPER_TEST_ERROR = {"ResNet-20": 8.75, "ResNet-56": 6.97}
 
 
-def degradation_config(epochs: int, train_subset: int | None, quick: bool) -> TrainConfig:
+def degradation_config(epochs: int, train_subset: int | None, quick: bool,
+                       batch_size: int = 128, lr: float = 0.1) -> TrainConfig:
     """The paper's CIFAR recipe (Sec. 4.2) on a short warm-up + cosine schedule."""
     return TrainConfig(
         name="degradation-quick" if quick else "degradation", width=16, epochs=epochs,
-        batch_size=128, lr=0.1, schedule="cosine", warmup=0.05 if epochs > 2 else 0.2,
+        batch_size=batch_size, lr=lr, schedule="cosine", warmup=0.05 if epochs > 2 else 0.2,
         momentum=0.9, nesterov=False, weight_decay=1e-4, label_smoothing=0.0, padding=4,
         flip=True, cutout=0, min_resolution=32, full_resolution_epochs=1,
         train_subset=train_subset, tta=False, amp="auto", channels_last=False, seed=0,
@@ -56,27 +58,48 @@ def main(argv: list[str] | None = None) -> int:
                         help="train on the first N images of the (shuffled) training split")
     parser.add_argument("--test-subset", type=int, default=None,
                         help="evaluate on the first N test images (default: all 10,000)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=0.1, help="peak learning rate")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (1 is fastest on a CPU shared with other jobs)")
     parser.add_argument("--nets", nargs="+", default=list(NETS), choices=list(NETS))
     parser.add_argument("--quick", action="store_true", help="tiny run on the shipped sample")
     parser.add_argument("--out", default="results/degradation.json")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     data = load_sample() if args.quick else load_cifar10()
     if args.test_subset is not None:
         data = Cifar10(data.train, data.val, data.test.subset(slice(0, args.test_subset)),
                        data.source)
-    config = degradation_config(args.epochs, args.train_subset, args.quick)
+    config = degradation_config(args.epochs, args.train_subset, args.quick, args.batch_size,
+                                args.lr)
     device = default_device()
+    n_train = len(data.train) if args.train_subset is None else min(args.train_subset,
+                                                                    len(data.train))
+    steps_per_epoch = n_train // config.batch_size
     env = environment_report()
     print(f"{env['device_name']}, torch {env['torch']}, {torch.get_num_threads()} threads")
+    # a fixed batch on which to record per-layer gradient norms at init and after each epoch
+    probe = data.train.subset(slice(0, 32))
+    probe_x, probe_y = normalize(probe.images).to(device), probe.labels.to(device)
     results = {}
     for name in args.nets:
         depth, residual = NETS[name]
         seed_everything(config.seed)
         model: nn.Module = cifar_resnet(depth, residual=residual)
+        model.to(device)
+        norms = [gradient_norms(model, probe_x, probe_y, activations=True).records()]
+        steps = [0]
+
+        def record_norms(history, model=model, norms=norms, steps=steps) -> None:
+            norms.append(gradient_norms(model, probe_x, probe_y, activations=True).records())
+            steps.append(len(history.epochs) * steps_per_epoch)
+
         t0 = time.perf_counter()
         history = fit(model, data, config, device=device, eval_splits=("test",),
-                      progress=False, verbose=True)
+                      progress=False, verbose=True, callbacks=[record_norms])
         per_epoch = [e["epoch_time_s"] for e in history.epochs]
         print(f"{name}: {sum(per_epoch) / len(per_epoch):.1f} s per training epoch "
               f"({len(data.train) if config.train_subset is None else config.train_subset} "
@@ -86,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             "train_error": [1 - e["train_acc"] for e in history.epochs],
             "test_error": [1 - e["test_acc"] for e in history.epochs],
             "epoch_time_s": per_epoch,
+            "gradient_norms": {"steps": steps, "tables": norms},
         }
     out = {
         "experiment": "degradation (He et al. 2015, Fig. 1 / Fig. 6 left)",

@@ -12,7 +12,8 @@ train/eval mode is put back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import math
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -167,3 +168,31 @@ def gradient_norms(
     rows += [NormRow(name, i + 1, ACTIVATION, norm(g))
              for i, ((name, _), g) in enumerate(zip(outputs, grads[len(weights):], strict=True))]
     return GradientNorms(tuple(rows))
+
+
+def drift_decades(table: GradientNorms, kind: str = ACTIVATION) -> float:
+    """log10(first / last) of the norms of one kind: how many orders of magnitude the
+    gradient's scale changes on its way from the output back to the input.
+
+    0 means level; +3 means 1000x larger at the input (exploding); -3 means 1000x smaller
+    (vanishing); -inf means the input side underflowed to exactly 0 in float32.
+    """
+    r = table.ratio(kind)
+    if math.isnan(r):
+        raise ValueError(f"every {kind} norm is 0: the drift is undefined")
+    return -math.inf if r == 0 else math.inf if math.isinf(r) else math.log10(r)
+
+
+def compare_nets(builders: Mapping[str, Callable[[], nn.Module]], images: torch.Tensor,
+                 labels: torch.Tensor, *, seed: int = 0, activations: bool = True,
+                 ) -> dict[str, GradientNorms]:
+    """`gradient_norms` of several freshly built nets on the same batch.
+
+    The seed is reset before each build, so every net starts from the same random state and
+    a net's numbers do not depend on which nets were built before it.
+    """
+    out = {}
+    for name, build in builders.items():
+        torch.manual_seed(seed)
+        out[name] = gradient_norms(build(), images, labels, activations=activations)
+    return out

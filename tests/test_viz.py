@@ -1,0 +1,66 @@
+"""Plot helpers: what they draw (data, scales, labels), read back from the matplotlib axes."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from resnet_edu.gradients import ACTIVATION, WEIGHT, GradientNorms, NormRow  # noqa: E402
+from resnet_edu.viz import plot_norms_vs_depth, plot_training_curves  # noqa: E402
+
+
+def _table(norms, kind=WEIGHT):
+    return GradientNorms(tuple(NormRow(f"l{i}", i + 1, kind, n) for i, n in enumerate(norms)))
+
+
+@pytest.fixture(autouse=True)
+def _close():
+    yield
+    plt.close("all")
+
+
+def test_norms_vs_depth_draws_each_net_on_a_log_axis():
+    ax = plot_norms_vs_depth({"plain-3": _table([1e-6, 1e-3, 1.0]),
+                              "ResNet-3": _table([0.5, 0.7, 1.0])})
+    assert ax.get_yscale() == "log"
+    assert [line.get_label() for line in ax.get_lines()] == ["plain-3", "ResNet-3"]
+    x, y = ax.get_lines()[0].get_data()
+    assert list(x) == [1, 2, 3] and list(y) == [1e-6, 1e-3, 1.0]
+    assert ax.get_title() and "depth" in ax.get_xlabel() and "log" in ax.get_ylabel()
+    assert ax.get_lines()[0].get_color() != ax.get_lines()[1].get_color()
+
+
+def test_zero_norms_are_left_out_and_labelled():
+    ax = plot_norms_vs_depth({"plain-4": _table([0.0, 0.0, 1e-3, 1.0])})
+    x, y = ax.get_lines()[0].get_data()
+    assert list(x) == [3, 4] and list(y) == [1e-3, 1.0]
+    assert "2 of 4 are 0" in ax.get_lines()[0].get_label()
+
+
+def test_kind_selects_the_rows():
+    rows = _table([1.0, 2.0]).rows + _table([3.0], ACTIVATION).rows
+    ax = plot_norms_vs_depth({"net": GradientNorms(rows)}, kind=ACTIVATION)
+    assert list(ax.get_lines()[0].get_ydata()) == [3.0]
+    assert "block" in ax.get_xlabel()
+
+
+def test_training_curves_dashed_train_bold_test_in_percent():
+    ax = plot_training_curves({"plain-20": {"train_error": [0.5, 0.25],
+                                            "test_error": [0.6, 0.3]}})
+    train, test = ax.get_lines()
+    assert train.get_linestyle() == "--" and test.get_linestyle() == "-"
+    assert test.get_linewidth() > train.get_linewidth()
+    assert list(train.get_xdata()) == [1, 2]
+    assert list(test.get_ydata()) == pytest.approx([60.0, 30.0])
+    assert ax.get_ylabel() == "error (%)" and ax.get_xlabel() == "epoch"
+
+
+def test_bad_input_raises_value_error():
+    with pytest.raises(ValueError, match="at least one"):
+        plot_norms_vs_depth({})
+    with pytest.raises(ValueError, match="at least one"):
+        plot_training_curves({})
+    with pytest.raises(ValueError, match="train_error"):
+        plot_training_curves({"net": {"loss": [1.0]}})

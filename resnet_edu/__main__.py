@@ -36,8 +36,8 @@ def _parser() -> argparse.ArgumentParser:
                        description="Train ResNet-18 (CIFAR stem) with a named recipe. Resumes "
                                    "from OUT/checkpoint.pt if it exists.")
     t.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
-                   help="the recipe: gpu (width 64, mixed precision), cpu (width 16, about "
-                        "10 minutes on 2 cores) or smoke (seconds); default: cpu")
+                   help="the recipe: gpu (width 64, mixed precision), cpu (width 16, progressive "
+                        "resizing, for a laptop CPU) or smoke (seconds); default: cpu")
     _data_args(t)
     t.add_argument("--out", required=True, help="output folder for checkpoint.pt, history.json "
                                                 "and final.json")

@@ -91,7 +91,7 @@ class ForgetfulBlock(_TwoConvBlock):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__(in_channels, out_channels, stride)
-        self.out_channels, self.stride = out_channels, stride  # in_channels forgotten
+        self.out_channels, self.stride = out_channels, stride
         needed = stride != 1 or in_channels != out_channels
         self.shortcut = _projection(in_channels, out_channels, stride) if needed else None
 

@@ -86,7 +86,7 @@ def plot_images(data: ImageSet, indices: Sequence[int] | torch.Tensor, ncols: in
 
     indices = [int(i) for i in indices]
     nrows = max(1, -(-len(indices) // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 1.85 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 2.2 * nrows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for n, (ax, i) in enumerate(zip(axes.flat, indices, strict=False)):
@@ -121,6 +121,7 @@ def plot_class_balance(sets: dict[str, ImageSet], classes: Sequence[str] = CLASS
     ax.set_xticks([i + width * (len(sets) - 1) / 2 for i in range(len(classes))], classes,
                   rotation=30, ha="right")
     ax.set(xlabel="class", ylabel="images", title="Class balance per split")
-    ax.legend()
+    ax.set_ylim(0, 1.3 * max(int(torch.bincount(s.labels).max()) for s in sets.values()))
+    ax.legend(loc="upper center", ncol=len(sets))
     fig.tight_layout()
     return fig

@@ -74,6 +74,17 @@ class GradientNorms:
         return [{"layer": r.layer, "depth": r.depth, "kind": r.kind, "norm": r.norm}
                 for r in self.rows]
 
+    @classmethod
+    def from_records(cls, records: list[dict[str, object]]) -> GradientNorms:
+        """The inverse of `records()`, e.g. for a table stored in a JSON results file."""
+        try:
+            rows = tuple(NormRow(str(r["layer"]), int(r["depth"]), str(r["kind"]),
+                                 float(r["norm"])) for r in records)
+        except (KeyError, TypeError) as e:
+            raise ValueError("expected records with keys layer, depth, kind, norm "
+                             f"(as written by GradientNorms.records()), got {e!r}") from e
+        return cls(rows)
+
     def __str__(self) -> str:
         lines = [f"{'layer':<22} {'depth':>5} {'kind':<10} {'norm':>10}"]
         lines += [f"{r.layer:<22} {r.depth:>5} {r.kind:<10} {r.norm:>10.3e}" for r in self.rows]

@@ -20,6 +20,7 @@ from .widgets import live_widgets
 def plot_history(history: History, axes: Any = None, title: str | None = None) -> Any:
     """Loss (left) and accuracy (right) per epoch for every split the history holds."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     if axes is None:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -39,6 +40,7 @@ def plot_history(history: History, axes: Any = None, title: str | None = None) -
     axes[0].set(xlabel="epoch", ylabel="cross-entropy loss (nats)", title="Loss")
     axes[1].set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()

@@ -115,8 +115,9 @@ PRESETS: dict[str, TrainConfig] = {
     "gpu": TrainConfig(name="gpu", width=64, epochs=12, batch_size=512, lr=0.4,
                        warmup=0.15, label_smoothing=0.2, weight_decay=5e-4, cutout=8,
                        min_resolution=32, amp="auto", channels_last=True, compile=False),
-    # ResNet-18 topology at width 16 on a 2-core CPU in about 10 minutes: small crops early
-    # (a 24 x 24 crop costs about half a 32 x 32 one), full size for the last epochs
+    # ResNet-18 topology at width 16 for a laptop CPU (target: 10 minutes on 2 cores, measured
+    # by bench/train_cifar.py): small crops early (a 24 x 24 crop costs about half a 32 x 32
+    # one), full size for the last epochs
     "cpu": TrainConfig(name="cpu", width=16, epochs=12, batch_size=256, lr=0.4,
                        warmup=0.2, label_smoothing=0.2, weight_decay=5e-4,
                        min_resolution=24, full_resolution_epochs=3, amp="off",

@@ -9,7 +9,9 @@ from resnet_edu.augment import (
     crop_offsets_limit,
     cutout,
     epoch_generator,
+    normalize_fused,
     random_crop,
+    random_crop_flip,
     random_flip,
 )
 from resnet_edu.data import ImageSet, normalize
@@ -85,4 +87,21 @@ def test_device_loader_epochs_are_reproducible_and_cover_the_set():
     evaluation = DeviceLoader(data, 32, train=False)
     xs, ys = zip(*evaluation, strict=True)
     assert torch.equal(torch.cat(ys), data.labels)  # in order, nothing dropped
-    assert torch.allclose(torch.cat(xs), normalize(data.images))  # unchanged images
+    assert torch.allclose(torch.cat(xs), normalize(data.images), atol=1e-5)  # unchanged
+
+
+def test_fused_crop_flip_is_a_crop_or_its_mirror_and_normalize_matches():
+    x = _images(64)
+    padded = F.pad(x, (4, 4, 4, 4))
+    out = random_crop_flip(x, 4, generator=torch.Generator().manual_seed(2))
+    flips = 0
+    for b in range(len(x)):
+        windows = [padded[b, :, dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9)]
+        plain = any(torch.equal(wi, out[b]) for wi in windows)
+        mirrored = any(torch.equal(wi.flip(-1), out[b]) for wi in windows)
+        assert plain or mirrored
+        flips += mirrored and not plain
+    assert 10 < flips < 54
+    cl = x.contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(normalize_fused(cl), normalize(x), atol=1e-5)
+    assert normalize_fused(cl).is_contiguous(memory_format=torch.channels_last)

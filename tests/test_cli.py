@@ -39,7 +39,9 @@ def test_train_then_evaluate_on_the_sample(tmp_path, capsys):
     assert report["images"] == 1000 and report["acc"] == pytest.approx(final["test_acc"])
 
 
-def test_missing_data_and_checkpoint_are_clear_errors(tmp_path, capsys):
+def test_missing_data_and_checkpoint_are_clear_errors(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("resnet_edu.data.DEFAULT_DIR", tmp_path / "default")  # no full copy
+    monkeypatch.delenv("RESNET_EDU_DATA", raising=False)
     assert main(["evaluate", str(tmp_path / "none.pt"), "--sample"]) == 1
     assert "no checkpoint" in capsys.readouterr().err
     assert main(["train", "--data-dir", str(tmp_path / "nowhere"), "--out",

@@ -50,7 +50,7 @@ def test_missing_directory_says_where_it_looked(tmp_path, monkeypatch):
 def test_corrupt_file_is_reported(copy):
     (copy / LAYOUT / "data_batch_3").write_bytes(b"\x80\x04 not a pickle")
     with pytest.raises(DatasetError, match="data_batch_3.*corrupt"):
-        load_cifar10(copy)
+        load_cifar10(copy, val_size=200)
 
 
 def test_wrong_shape_and_labels_are_reported(copy):
@@ -58,17 +58,17 @@ def test_wrong_shape_and_labels_are_reported(copy):
     batch = {b"data": np.zeros((10, 1024), np.uint8), b"labels": list(range(10))}
     path.write_bytes(pickle.dumps(batch))
     with pytest.raises(DatasetError, match=r"shape \(N, 3072\)"):
-        load_cifar10(copy)
+        load_cifar10(copy, val_size=200)
     batch = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}
     path.write_bytes(pickle.dumps(batch))
     with pytest.raises(DatasetError, match="labels in 0..9"):
-        load_cifar10(copy)
+        load_cifar10(copy, val_size=200)
 
 
 def test_partial_copy_is_reported(copy):
     (copy / LAYOUT / "data_batch_5").unlink()
     with pytest.raises(DatasetError, match="missing data_batch_5"):
-        load_cifar10(copy)
+        load_cifar10(copy, val_size=200)
 
 
 def test_environment_variable_points_at_a_copy(copy, monkeypatch):

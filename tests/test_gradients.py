@@ -145,6 +145,9 @@ def test_ratio_and_drift():
     assert drift_decades(t, WEIGHT) == pytest.approx(-3)
     assert drift_decades(t, ACTIVATION) == -math.inf
     assert t.records()[0] == {"layer": "a", "depth": 1, "kind": WEIGHT, "norm": 1e-3}
+    assert GradientNorms.from_records(t.records()) == t
+    with pytest.raises(ValueError, match="layer, depth, kind, norm"):
+        GradientNorms.from_records([{"layer": "a"}])
     both_zero = GradientNorms((NormRow("a", 1, WEIGHT, 0.0), NormRow("b", 2, WEIGHT, 0.0)))
     with pytest.raises(ValueError, match="undefined"):
         drift_decades(both_zero, WEIGHT)
@@ -170,3 +173,20 @@ def test_plain_net_without_bn_vanishes_where_the_resnet_does_not():
     }, x, y)
     assert drift_decades(tables["plain"]) < -3
     assert abs(drift_decades(tables["resnet"])) < 1
+
+
+def test_exercise_checks_give_feedback_and_never_raise():
+    from resnet_edu.exercises.gradient_flow import check_shortcut_forward, check_smallest_gradient
+    from resnet_edu.shortcuts import ZeroPadShortcut
+
+    def after_relu(block, x):  # the shortcut in the wrong place: ReLU(F(x)) + x
+        out = block.relu(block.residual_branch(x))
+        if out.shape != x.shape:
+            x = ZeroPadShortcut(block.inplanes, block.out_channels, block.stride)(x)
+        return out + x
+
+    wrong = check_shortcut_forward(after_relu)
+    assert not wrong and "BEFORE the final ReLU" in wrong.message
+    assert "not attempted" in check_shortcut_forward(lambda block, x: ...).message
+    assert not check_smallest_gradient(lambda table: "fc", "output")
+    assert "'input' or 'output'" in check_smallest_gradient(lambda t: "fc", "left").message

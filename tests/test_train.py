@@ -178,3 +178,13 @@ def test_evaluate_matches_a_manual_count_and_tta_is_flip_invariant(sample):
     assert mirrored["acc_tta"] == pytest.approx(result["acc_tta"])  # TTA sees both views
     assert mirrored["acc"] == pytest.approx(
         (flipped.argmax(1) == data.labels).float().mean().item())
+
+
+def test_exercise_checks_reject_wrong_answers():
+    from resnet_edu.exercises.training import check_one_cycle, check_split_parameters
+
+    everything_decayed = check_split_parameters(lambda m: (list(m.parameters()), []))
+    assert not everything_decayed and "should not be decayed" in everything_decayed.message
+    no_warmup = check_one_cycle(lambda step, total, peak, warmup: peak * (1 - step / total))
+    assert not no_warmup and "should be" in no_warmup.message
+    assert not check_one_cycle(lambda *args: ...)  # not attempted: feedback, no exception

@@ -80,6 +80,9 @@ def check_evaluate(evaluate: Callable[[nn.Module, torch.Tensor], torch.Tensor]) 
         got = evaluate(model, images)
     finally:
         hook.remove()
+    if got is None:
+        raise NotYet("evaluate returned None: return the predicted classes, "
+                     "`model(images).argmax(dim=1)`, computed the right way.")
     if not isinstance(got, torch.Tensor) or got.shape != want.shape:
         raise NotYet(f"evaluate should return the predicted classes, a tensor of shape "
                      f"{tuple(want.shape)}; got {getattr(got, 'shape', type(got).__name__)}.")

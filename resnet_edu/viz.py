@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
+from matplotlib.ticker import MaxNLocator
 
 from .gradients import WEIGHT, GradientNorms
 
@@ -96,6 +97,7 @@ def plot_training_curves(curves: Mapping[str, Mapping[str, Sequence[float]]],
                 ax.plot(range(1, len(values) + 1), values, style, linewidth=width,
                         color=colors[name], label=f"{name} {suffix}")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_ylabel("error (%)" if percent else "error (fraction)")
     ax.set_title(title or "Training curves (dashed: train, bold: test)")
     ax.grid(True, alpha=0.3)

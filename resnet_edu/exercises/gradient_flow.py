@@ -34,13 +34,13 @@ def _plain56_table() -> GradientNorms:
 def check_smallest_gradient(smallest_layer: Callable[[GradientNorms], str], side: str) -> str:
     """`smallest_layer(table)` names the conv/fc layer with the smallest weight-gradient
     norm; `side` says where it sits in plain-56 with BatchNorm ('input' or 'output')."""
-    if side not in SIDES:
-        raise NotYet(f"side should be 'input' or 'output', got {side!r}")
     table = _plain56_table()
     rows = table.of_kind(WEIGHT)
     answer = smallest_layer(table)
-    if answer is None or answer is Ellipsis:  # the body is still `...`
+    if answer is None or answer is Ellipsis or side is Ellipsis:  # still `...`
         raise NotImplementedError
+    if side not in SIDES:
+        raise NotYet(f"side should be 'input' or 'output', got {side!r}")
     best = min(rows, key=lambda r: r.norm)
     if answer != best.layer:
         names = [r.layer for r in rows]

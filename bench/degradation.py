@@ -12,7 +12,8 @@ The paper trains for 164 epochs (64k iterations at batch 128) with lr 0.1, divid
 32k and 48k iterations, weight decay 1e-4, momentum 0.9, crop + flip augmentation. The
 recipe here keeps the momentum, weight decay and augmentation (and by default the batch size
 and peak lr; the stored CPU run halves both, to take more steps), and replaces the step
-schedule by a warm-up + cosine decay so that a short run still ends at a small learning rate. `--quick` runs a tiny version on the shipped sample (seconds).
+schedule by a warm-up + cosine decay so that a short run still ends at a small learning rate.
+`--quick` runs a tiny version on the shipped sample (seconds).
 """
 
 from __future__ import annotations

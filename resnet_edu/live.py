@@ -11,14 +11,16 @@ final curves with `plot_history` instead.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from .train import History
 from .widgets import live_widgets
 
 
-def plot_history(history: History, axes: Any = None, title: str | None = None) -> Any:
-    """Loss (left) and accuracy (right) per epoch for every split the history holds."""
+def plot_history(history: History, axes: Any = None, title: str | None = None,
+                 splits: Sequence[str] = ("train", "val", "test")) -> Any:
+    """Loss (left) and accuracy (right) per epoch for each of `splits` the history holds."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
@@ -29,6 +31,8 @@ def plot_history(history: History, axes: Any = None, title: str | None = None) -
     epochs = history.column("epoch")
     styles = {"train": "-", "val": "--", "test": ":"}
     for split, style in styles.items():
+        if split not in splits:
+            continue
         if history.column(f"{split}_loss"):
             axes[0].plot(epochs, history.column(f"{split}_loss"), style, marker="o",
                          label=split)

@@ -399,6 +399,9 @@ def fit(model: nn.Module, data: Cifar10, config: TrainConfig, *,
         start_epoch = int(state["epoch"])
         if verbose and start_epoch < config.epochs:
             print(f"Resuming from {ckpt_path} after epoch {start_epoch}/{config.epochs}")
+        elif verbose:
+            print(f"The run in {ckpt_path} is finished ({start_epoch} epochs): loaded it. "
+                  "Use another out_dir or resume=False to train again.")
     prior = history.last
     train_time, wall_time = prior.get("train_time_s", 0.0), prior.get("wall_time_s", 0.0)
 

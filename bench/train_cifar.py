@@ -12,6 +12,7 @@ the recipes were chosen on the validation split.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -21,7 +22,7 @@ from pathlib import Path
 from resnet_edu.data import load_cifar10
 from resnet_edu.models import count_parameters
 from resnet_edu.runtime import device_name, environment_report, seed_everything
-from resnet_edu.train import PRESETS, build_model, fit, preset
+from resnet_edu.train import PRESETS, TrainConfig, build_model, fit, preset
 
 THRESHOLDS = (0.90, 0.93, 0.94, 0.95)
 
@@ -35,6 +36,28 @@ def time_to(history_epochs: list[dict], key: str, threshold: float, offset: floa
     return None
 
 
+def parse_overrides(items: list[str]) -> dict[str, object]:
+    """['lr=0.2', 'amp=bf16'] -> {'lr': 0.2, 'amp': 'bf16'}, typed by TrainConfig's fields."""
+    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    changes: dict[str, object] = {}
+    for item in items:
+        name, _, text = item.partition("=")
+        if name not in types or not text:
+            raise SystemExit(f"--set expects FIELD=VALUE, FIELD in {sorted(types)}; got {item!r}")
+        kind = str(types[name])
+        if text == "None":
+            changes[name] = None
+        elif kind == "bool":
+            changes[name] = text.lower() in {"1", "true", "yes"}
+        elif kind.startswith("int"):
+            changes[name] = int(text)
+        elif kind == "float":
+            changes[name] = float(text)
+        else:
+            changes[name] = text
+    return changes
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
@@ -42,12 +65,17 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
     p.add_argument("--out-json", default=None, help="append the JSON line to this file too")
     p.add_argument("--run-dir", default=None, help="keep checkpoint and history here")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override any TrainConfig field, e.g. --set lr=0.2 (repeatable)")
     args = p.parse_args()
 
     t0 = time.perf_counter()
     data = load_cifar10(args.data_dir)
     load_time = time.perf_counter() - t0
-    config = preset(args.preset, **({"epochs": args.epochs} if args.epochs else {}))
+    changes = parse_overrides(args.set)
+    if args.epochs:
+        changes["epochs"] = args.epochs
+    config = preset(args.preset, **changes)
     seed_everything(config.seed)
     model = build_model(config)
     history = fit(model, data, config, out_dir=args.run_dir, resume=False,

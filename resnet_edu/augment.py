@@ -57,21 +57,7 @@ def random_crop(images: torch.Tensor, padding: int = 4, size: int | None = None,
     Like torchvision's `RandomCrop(size, padding)`, but one call for the whole batch:
     (B, C, H, W) -> (B, C, size, size), same dtype.
     """
-    _check_images(images)
-    b, c, h, w = images.shape
-    size = h if size is None else size
-    limit = crop_offsets_limit(size, padding, h)
-    pad = (limit + size - h) // 2
-    if pad:
-        images = torch.nn.functional.pad(images, (pad, pad, pad, pad))  # (B, C, H+2p, W+2p)
-    dy = _randint(limit + 1, b, generator, images.device)  # (B,)
-    dx = _randint(limit + 1, b, generator, images.device)
-    ar = torch.arange(size, device=images.device)
-    rows = (dy[:, None] + ar)[:, None, :, None]  # (B, 1, size, 1)
-    cols = (dx[:, None] + ar)[:, None, None, :]  # (B, 1, 1, size)
-    batch = torch.arange(b, device=images.device)[:, None, None, None]
-    chan = torch.arange(c, device=images.device)[None, :, None, None]
-    return images[batch, chan, rows, cols]  # (B, C, size, size)
+    return _crop(images, padding, size, generator, flip=False)
 
 
 def random_flip(images: torch.Tensor, p: float = 0.5,
@@ -89,6 +75,12 @@ def random_crop_flip(images: torch.Tensor, padding: int = 4, size: int | None = 
                      generator: torch.Generator | None = None) -> torch.Tensor:
     """`random_crop` and `random_flip` (p = 1/2) in one gather: a flipped image reads its
     crop's columns right to left, so the flip costs nothing extra. (B, C, H, W) -> (B, C, S, S)."""
+    return _crop(images, padding, size, generator, flip=True)
+
+
+def _crop(images: torch.Tensor, padding: int, size: int | None,
+          generator: torch.Generator | None, flip: bool) -> torch.Tensor:
+    """One gather per batch: a random window per image, its columns reversed where flipped."""
     _check_images(images)
     b, c, h, w = images.shape
     size = h if size is None else size
@@ -98,13 +90,15 @@ def random_crop_flip(images: torch.Tensor, padding: int = 4, size: int | None = 
         images = torch.nn.functional.pad(images, (pad, pad, pad, pad))  # (B, C, H+2p, W+2p)
     dy = _randint(limit + 1, b, generator, images.device)  # (B,)
     dx = _randint(limit + 1, b, generator, images.device)
-    flip = _randint(2, b, generator, images.device).bool()  # (B,)
     ar = torch.arange(size, device=images.device)
     rows = dy[:, None] + ar  # (B, S)
-    cols = dx[:, None] + torch.where(flip[:, None], size - 1 - ar, ar)  # (B, S)
+    cols = dx[:, None] + ar  # (B, S)
+    if flip:
+        flipped = _randint(2, b, generator, images.device).bool()  # (B,)
+        cols = dx[:, None] + torch.where(flipped[:, None], size - 1 - ar, ar)
     batch = torch.arange(b, device=images.device)[:, None, None, None]
     chan = torch.arange(c, device=images.device)[None, :, None, None]
-    return images[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
+    return images[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]  # (B, C, S, S)
 
 
 def normalize_fused(images: torch.Tensor) -> torch.Tensor:

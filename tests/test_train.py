@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from resnet_edu.data import ImageSet, load_sample, normalize
+from resnet_edu.runtime import cpu_has_native_bf16
 from resnet_edu.train import (
     PRESETS,
     TrainConfig,
@@ -101,7 +102,8 @@ def test_weight_decay_skips_batchnorm_and_biases():
 
 def test_amp_resolution_is_guarded():
     cpu = torch.device("cpu")
-    assert resolve_amp("auto", cpu) is None and resolve_amp("off", cpu) is None
+    native = torch.bfloat16 if cpu_has_native_bf16() else None
+    assert resolve_amp("auto", cpu) is native and resolve_amp("off", cpu) is None
     assert resolve_amp("bf16", cpu) is torch.bfloat16
     with pytest.raises(ValueError, match="CUDA"):
         resolve_amp("fp16", cpu)

@@ -117,10 +117,11 @@ PRESETS: dict[str, TrainConfig] = {
                        min_resolution=32, amp="auto", channels_last=True, compile=False),
     # ResNet-18 topology at width 16 for a laptop CPU (target: 10 minutes on 2 cores, measured
     # by bench/train_cifar.py): small crops early (a 24 x 24 crop costs about half a 32 x 32
-    # one), full size for the last epochs
-    "cpu": TrainConfig(name="cpu", width=16, epochs=12, batch_size=256, lr=0.4,
+    # one), full size for the last epochs; bf16 autocast where the CPU has it natively (about
+    # 2x faster). lr 0.4 / smoothing 0.2 were chosen over 0.2 / 0.1 on the validation split.
+    "cpu": TrainConfig(name="cpu", width=16, epochs=16, batch_size=256, lr=0.4,
                        warmup=0.2, label_smoothing=0.2, weight_decay=5e-4,
-                       min_resolution=24, full_resolution_epochs=3, amp="off",
+                       min_resolution=24, full_resolution_epochs=4, amp="auto",
                        channels_last=True),
     # seconds, for CI and the notebooks' quick mode: a tiny net, two short epochs
     "smoke": TrainConfig(name="smoke", width=8, epochs=2, batch_size=128, lr=0.2,

@@ -54,7 +54,10 @@ def setup() -> None:
 
 def lab() -> int:
     setup()
-    return subprocess.call([str(BIN / "jupyter"), "lab", str(ROOT / "notebooks")], cwd=ROOT)
+    args = [str(BIN / "jupyter"), "lab", str(ROOT / "notebooks")]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        args.append("--allow-root")  # containers often run as root; Jupyter refuses without it
+    return subprocess.call(args, cwd=ROOT)
 
 
 def test(extra: list[str]) -> int:

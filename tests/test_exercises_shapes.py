@@ -17,14 +17,7 @@ from resnet_edu.exercises.shapes import (
 )
 from resnet_edu.shortcuts import make_downsample
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The checks run many tiny convs: one thread avoids thread-pool overhead."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many tiny convs
 
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "03_shapes_and_shortcuts.ipynb"

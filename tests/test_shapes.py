@@ -29,13 +29,7 @@ from resnet_edu.shortcuts import make_downsample
 matplotlib.use("Agg")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Hundreds of tiny convs: one thread avoids thread-pool overhead on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many tiny convs
 
 CONV_GRID = [
     (h, k, s, p, d)

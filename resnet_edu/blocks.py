@@ -29,6 +29,12 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
 
 
+def check_positive_int(name: str, value: object) -> None:
+    """Raise a ValueError unless value is an int >= 1 (bools are not counts)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 def check_batch(x: torch.Tensor, channels: int, where: str) -> None:
     """Raise a ValueError unless x is an image batch (B, channels, H, W)."""
     if not isinstance(x, torch.Tensor):
@@ -62,8 +68,7 @@ class _Block(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("inplanes", inplanes), ("planes", planes), ("stride", stride)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_positive_int(name, value)
         self.inplanes, self.planes, self.stride = inplanes, planes, stride
         self.out_channels = planes * self.expansion
         self.norm_layer = norm_layer or nn.BatchNorm2d

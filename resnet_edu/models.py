@@ -21,16 +21,12 @@ from .blocks import (
     PreActBlock,
     _Block,
     check_batch,
+    check_positive_int,
     plain_twin,
 )
 from .shortcuts import NormLayer, check_shortcut_option
 
 INITS = ("kaiming", "default")
-
-
-def _check_positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _init_weights(model: nn.Module, init: str, zero_init_residual: bool) -> None:
@@ -90,9 +86,9 @@ class ResNet(nn.Module):
         in_channels: int = 3,
     ) -> None:
         super().__init__()
-        _check_positive("num_classes", num_classes)
-        _check_positive("width", width)
-        _check_positive("in_channels", in_channels)
+        check_positive_int("num_classes", num_classes)
+        check_positive_int("width", width)
+        check_positive_int("in_channels", in_channels)
         if stem not in ("imagenet", "cifar"):
             raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
         if len(layers) != 4 or any(not isinstance(n, int) or n < 1 for n in layers):
@@ -189,9 +185,9 @@ class CifarResNet(nn.Module):
             raise ValueError(
                 f"depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ...), got {depth!r}"
             )
-        _check_positive("num_classes", num_classes)
-        _check_positive("width", width)
-        _check_positive("in_channels", in_channels)
+        check_positive_int("num_classes", num_classes)
+        check_positive_int("width", width)
+        check_positive_int("in_channels", in_channels)
         shortcut = check_shortcut_option(shortcut)
         norm_layer = norm_layer or nn.BatchNorm2d
         block: type[_Block] = PreActBlock if preact else BasicBlock

@@ -8,8 +8,9 @@ and Sec. 3.3). This module makes the shapes visible:
   pooling layers) produce; `kernel_windows` lists which input pixels each output reads.
 - `trace_shapes(model, input_shape)`: run a model once and record, per module in execution
   order, its input and output shapes, and for each residual block its main-path shape,
-  shortcut shape and shortcut kind. Works on every `resnet_edu` model and on torchvision's
-  ResNets (blocks are recognised by their `downsample` attribute, torchvision's name).
+  shortcut shape and shortcut kind. Blocks are found by what they compute (an addition of a
+  branch and its input, traced by `resnet_edu.residual`), so any ResNet code works.
+- `cost(model, input_shape)`: multiply-adds and activation values of one image's pass.
 - `block_shapes(BlockSpec(...))`: the calculator behind the notebook's interactive cell,
   a pure function: both paths' shapes, whether they can be added, and the parameter cost.
 """
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .residual import ResidualAdd, tracing
 from .shortcuts import SHORTCUT_OPTIONS, ZeroPadShortcut, needs_projection
 
 Shape = tuple[int, ...]
@@ -107,12 +109,6 @@ def window_diagram(size: int, kernel: int, stride: int = 1, padding: int = 0,
 
 # ---------------------------------------------------------------------------------------
 # the shape tracer
-
-
-def is_residual_block(module: nn.Module) -> bool:
-    """A residual block in torchvision's vocabulary: it has a `downsample` attribute
-    (a module, or None for the identity), and is not one of our plain twins."""
-    return hasattr(module, "downsample") and getattr(module, "residual", True) is not False
 
 
 def shortcut_kind(downsample: nn.Module | None) -> str:
@@ -232,75 +228,108 @@ class ShapeTrace:
         return self.table()
 
 
+def _shortcut_name(add: ResidualAdd, modules: dict[str, nn.Module]) -> str:
+    if add.identity:
+        return "identity"
+    if add.shortcut_module is not None:
+        return shortcut_kind(modules[add.shortcut_module])
+    ops = [s.op for s in add.shortcut]
+    return "in forward: " + ", ".join(ops) if ops else "identity"
+
+
 def trace_shapes(model: nn.Module, input_shape: Sequence[int] = (1, 3, 224, 224)
                  ) -> ShapeTrace:
     """Run `model` once on zeros of `input_shape` (B, C, H, W) and record every module call.
 
     Runs in eval mode without gradients (BN statistics untouched) and restores the mode.
-    For a residual block, the main-path shape is the output of the last module that ran
-    inside the block outside its `downsample`, skipping activations (the ReLU after the
-    addition in post-activation blocks); the shortcut shape is the `downsample` output, or
-    the block input for the identity.
+    A residual block is a module whose forward adds a branch and its input (or a function
+    of it), found by tracing (`resnet_edu.residual`): its row's main-path shape is the
+    branch's output, its shortcut shape the other operand's.
     """
     shape = tuple(input_shape)
     if len(shape) != 4 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
                               for s in shape):
         raise ValueError(f"input_shape must be 4 positive ints (B, C, H, W), got {input_shape!r}")
-    names = {m: n for n, m in model.named_modules()}
-    calls: list[dict] = []
-    stack: list[dict] = []
-    activations = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Identity)
-
-    def pre_hook(module: nn.Module, args: tuple) -> None:
-        call = {"module": module, "name": names.get(module, "?"), "in": _shape(args),
-                "out": None, "main": None, "short": None}
-        for outer in stack:  # tell enclosing blocks what ran inside them
-            outer.setdefault("inner", []).append(call)
-        calls.append(call)
-        stack.append(call)
-
-    def post_hook(module: nn.Module, args: tuple, output: object) -> None:
-        call = stack.pop()
-        call["out"] = _shape(output)
-
-    handles = []
-    for m in model.modules():
-        handles.append(m.register_forward_pre_hook(pre_hook))
-        handles.append(m.register_forward_hook(post_hook))
     was_training = model.training
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
+    x = torch.zeros(shape, device=device)
     try:
         model.eval()
+        with torch.no_grad(), tracing(model, x) as traced:
+            model(x)
+    finally:
+        model.train(was_training)
+    modules = dict(model.named_modules())
+    adds: dict[int, ResidualAdd] = {}
+    for add in traced.residual_adds():
+        adds.setdefault(add.call, add)  # a module that adds twice: its first addition
+    rows = []
+    for i, call in enumerate(traced.calls):
+        extra: dict = {}
+        add = adds.get(i)
+        if add is not None:
+            extra = {"main_shape": add.branch_shape, "shortcut_shape": add.shortcut_shape,
+                     "shortcut": _shortcut_name(add, modules),
+                     "projection": add.shortcut_has_params}
+        out = call.output
+        rows.append(TraceRow(i, call.name, type(call.module).__name__, call.input_shape,
+                             None if out is None else tuple(out.shape), **extra))
+    return ShapeTrace(shape, tuple(rows))
+
+
+# ---------------------------------------------------------------------------------------
+# what a pass costs
+
+
+def check_input_shape(input_shape: object) -> tuple[int, ...]:
+    """(C, H, W) or (B, C, H, W) of positive ints; (C, H, W) gets a batch of 2."""
+    shape = tuple(input_shape) if isinstance(input_shape, (tuple, list, torch.Size)) else None
+    if (shape is None or len(shape) not in (3, 4)
+            or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape)):
+        raise ValueError(
+            f"input_shape must be (C, H, W) or (B, C, H, W) of positive ints, "
+            f"got {input_shape!r}")
+    return shape if len(shape) == 4 else (2, *shape)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Per image: multiply-adds of conv/linear layers, and activation values they produce."""
+
+    macs: int
+    activations: int
+
+
+def cost(model: nn.Module, input_shape: Sequence[int]) -> Cost:
+    """Multiply-adds and activation count of one image's forward pass (conv and linear)."""
+    shape = check_input_shape(input_shape)
+    shape = (1, *shape[1:])
+    totals = {"macs": 0, "acts": 0}
+
+    def hook(mod: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        if isinstance(mod, nn.Conv2d):
+            per_output = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+            totals["macs"] += out.numel() * per_output
+        elif isinstance(mod, nn.Linear):
+            totals["macs"] += out.numel() * mod.in_features
+        totals["acts"] += out.numel()
+
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in layers]
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        params = list(model.parameters())
+        device = params[0].device if params else torch.device("cpu")
         with torch.no_grad():
             model(torch.zeros(shape, device=device))
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
-
-    rows = []
-    for i, call in enumerate(calls):
-        m = call["module"]
-        extra: dict = {}
-        if is_residual_block(m):
-            ds = m.downsample
-            inner = call.get("inner", [])
-            main = [c for c in inner
-                    if c["module"] is not ds
-                    and not (ds is not None and c["name"].startswith(names[ds] + "."))
-                    and not isinstance(c["module"], activations)
-                    and not list(c["module"].children())]
-            ds_calls = [c for c in inner if c["module"] is ds]
-            extra = {
-                "main_shape": main[-1]["out"] if main else None,
-                "shortcut_shape": ds_calls[-1]["out"] if ds_calls else call["in"],
-                "shortcut": shortcut_kind(ds),
-                "projection": ds is not None and any(True for _ in ds.parameters()),
-            }
-        rows.append(TraceRow(i, call["name"], type(m).__name__, call["in"], call["out"],
-                             **extra))
-    return ShapeTrace(shape, tuple(rows))
+        for m, mode in modes.items():
+            m.training = mode
+    return Cost(totals["macs"], totals["acts"])
 
 
 # ---------------------------------------------------------------------------------------

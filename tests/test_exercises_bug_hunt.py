@@ -103,7 +103,7 @@ def test_block():
     fb = check_block(bugs.BiasBeforeNormBlock)
     assert "bias-before-norm" in fb.message
 
-    class NoShortcutAttribute(bugs.GoodBlock):
+    class OtherShortcutName(bugs.GoodBlock):  # blocks are found by what they compute
         def __init__(self, cin, cout, stride=1):
             super().__init__(cin, cout, stride)
             self.skip_path = self.__dict__["_modules"].pop("shortcut")
@@ -111,4 +111,10 @@ def test_block():
         def forward(self, x):
             return self.relu(self.main_path(x) + self.skip_path(x))
 
-    assert "no residual block" in check_block(NoShortcutAttribute).message
+    assert check_block(OtherShortcutName)
+
+    class NoAddition(bugs.GoodBlock):
+        def forward(self, x):
+            return self.relu(self.main_path(x))  # the shortcut is built but never added
+
+    assert "no residual block" in check_block(NoAddition).message

@@ -165,8 +165,8 @@ def check_block(block: Callable[[int, int, int], nn.Module]) -> str:
         raise NotYet(f"diagnose finds {len(report.findings)} problem(s); the first: "
                      f"[{first.check}] at {first.where}: {first.what} Fix: {first.fix}")
     if not report.blocks:
-        raise NotYet("diagnose found no residual block: keep the shortcut in an attribute "
-                     "named `shortcut` (or `downsample`).")
+        raise NotYet("diagnose found no residual block: forward must add the block's input "
+                     "(or its projection) to the main path's output, y = F(x) + x.")
     ours = count_parameters(TinyResNet(GoodBlock, depth=2))
     theirs = count_parameters(TinyResNet(block, depth=2))
     if theirs != ours:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .blocks import _Block
+from .residual import residual_block_names
 
 WEIGHT, ACTIVATION = "weight", "activation"
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -96,9 +96,14 @@ def is_weight_layer(module: nn.Module) -> bool:
     return isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))
 
 
-def is_block(module: nn.Module) -> bool:
-    """Residual blocks and their plain twins from `resnet_edu.blocks`."""
-    return isinstance(module, _Block)
+def find_blocks(model: nn.Module, images: torch.Tensor) -> Callable[[nn.Module], bool]:
+    """Which modules' outputs `gradient_norms` follows: the residual blocks, as tracing
+    `model(images)` finds them (`resnet_edu.residual`), and the plain twins of
+    `resnet_edu.blocks` (a block with its addition removed, marked `residual = False`), so a
+    plain net is measured at the same places as its residual twin."""
+    names = set(residual_block_names(model, images))
+    found = {m for n, m in model.named_modules() if n in names}
+    return lambda m: m in found or getattr(m, "residual", None) is False
 
 
 def _check_inputs(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> None:
@@ -124,7 +129,7 @@ def gradient_norms(
     activations: bool = False,
     loss_fn: LossFn = nn.functional.cross_entropy,
     train_mode: bool = True,
-    is_block: Callable[[nn.Module], bool] = is_block,
+    is_block: Callable[[nn.Module], bool] | None = None,
 ) -> GradientNorms:
     """Per-layer gradient L2 norms of `loss_fn(model(images), labels)` on one batch.
 
@@ -135,6 +140,8 @@ def gradient_norms(
     tiny gradients are not lost to float32 underflow in the sum of squares.
     """
     _check_inputs(model, images, labels)
+    if activations and is_block is None:
+        is_block = find_blocks(model, images)
     was_training = model.training
     # BN running stats are updated by a train-mode forward: keep copies to put back
     buffers = [(b, b.detach().clone()) for b in model.buffers()]

@@ -185,6 +185,7 @@ class TracedPass:
     adds: list[tuple[int, int, int, bool, int | None]] = field(default_factory=list)
     tensor_node: dict[int, int] = field(default_factory=dict)
     keep: list[torch.Tensor] = field(default_factory=list)  # keeps every id() valid
+    param_derived: dict[int, torch.Tensor] = field(default_factory=dict)  # weight.T, ...
     output_node: int | None = None
 
     def node_of(self, t: torch.Tensor) -> int | None:
@@ -347,9 +348,12 @@ class AdditionTracer(TorchFunctionMode):
                 self.t.adds.append((self.t.stack[-1] if self.t.stack else -1, *linked, True,
                                     None))
             raise
+        params = [t for t in tensors
+                  if isinstance(t, nn.Parameter) or id(t) in self.t.param_derived]
         if not linked:
+            for o in _tensors(out) if params else ():  # e.g. `self.weight.T`: still a weight
+                self.t.param_derived[id(o)] = o
             return out
-        params = [t for t in tensors if isinstance(t, nn.Parameter)]
         call = self.t.stack[-1] if self.t.stack else -1
         module = self.t.calls[call].module if call >= 0 else None
         if any(p.dim() >= 2 for p in params):

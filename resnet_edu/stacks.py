@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .residual import find_residual_blocks
+
 LossFn = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -37,9 +39,14 @@ def _check_block(block: object, index: int) -> None:
             )
 
 
-def is_identity_shortcut(block: nn.Module) -> bool:
-    """True when the block adds its input unchanged: residual, and no projection W_s."""
-    return bool(getattr(block, "residual", False)) and getattr(block, "downsample", None) is None
+def is_identity_shortcut(block: nn.Module, x: torch.Tensor) -> bool:
+    """True when `block(x)` adds its input unchanged: it makes one residual addition, and
+    its shortcut is x itself (no projection W_s, nothing applied to x on the way).
+
+    Decided by tracing the block on x (`resnet_edu.residual`), not by its attributes.
+    """
+    adds = find_residual_blocks(block, x)
+    return len(adds) == 1 and adds[0].identity
 
 
 def run_stack(blocks: Iterable[nn.Module], x: torch.Tensor) -> torch.Tensor:
@@ -116,9 +123,9 @@ def record_stack(blocks: Iterable[nn.Module], x: torch.Tensor) -> StackRecord:
     xs, fs, identity = [x], [], []
     for i, block in enumerate(blocks):
         _check_block(block, i)
+        identity.append(is_identity_shortcut(block, xs[-1]))
         fs.append(block.residual_branch(xs[-1]))  # F(x_i)
         xs.append(block(xs[-1]))  # x_{i+1}
-        identity.append(is_identity_shortcut(block))
     return StackRecord(tuple(xs), tuple(fs), tuple(identity))
 
 
@@ -165,20 +172,22 @@ def gradient_identity(blocks: Sequence[nn.Module], x_l: torch.Tensor,
         raise ValueError("need at least one block, got an empty stack")
     for i, block in enumerate(blocks):
         _check_block(block, i)
-        if not is_identity_shortcut(block):
+    # the branches, kept for the right side; the record also says which blocks add x as is
+    x = x_l.detach().requires_grad_(True)
+    record = record_stack(blocks, x)
+    for i, identity in enumerate(record.identity):
+        if not identity:
             raise ValueError(
-                f"block {i} ({type(block).__name__}) has no identity shortcut; Eq. 5 is about "
-                "stacks where every block adds its input unchanged"
+                f"block {i} ({type(blocks[i]).__name__}) has no identity shortcut; Eq. 5 is "
+                "about stacks where every block adds its input unchanged"
             )
     # left side: differentiate E(x_L(x_l)) through the blocks' own forward passes
-    x = x_l.detach().requires_grad_(True)
-    (lhs,) = torch.autograd.grad(loss_fn(run_stack(blocks, x)), x)
+    x_left = x_l.detach().requires_grad_(True)
+    (lhs,) = torch.autograd.grad(loss_fn(run_stack(blocks, x_left)), x_left)
     # dE/dx_L, with x_L treated as a leaf: the gradient arriving at the top of the stack
     x_top = run_stack(blocks, x_l.detach()).detach().requires_grad_(True)
     (direct,) = torch.autograd.grad(loss_fn(x_top), x_top)
     # dE/dx_L . d(sum_i F(x_i))/dx_l: one backward pass through all the branches
-    x = x_l.detach().requires_grad_(True)
-    record = record_stack(blocks, x)
     branch_sum = torch.stack(record.fs).sum(0)  # same shape as x_l
     (through_f,) = torch.autograd.grad(branch_sum, x, grad_outputs=direct)
     return GradientIdentity(lhs, direct, through_f)

@@ -82,7 +82,8 @@ def test_unrolled_refuses_blocks_without_identity_shortcut():
         rec.unrolled()
     with pytest.raises(ValueError, match="0 <= l <= L <= 2"):
         rec.unrolled(0, 3)
-    assert not is_identity_shortcut(PlainPreActBlock(6, 6))
+    assert not is_identity_shortcut(PlainPreActBlock(6, 6), x)
+    assert is_identity_shortcut(PreActBlock(6, 6), x)
     with pytest.raises(ValueError, match="residual_branch"):
         record_stack([nn.Identity()], x)
 

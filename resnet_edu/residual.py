@@ -52,6 +52,13 @@ PASS_THROUGH_OPS = frozenset({
     "clone", "contiguous", "detach", "view", "reshape", "flatten", "to", "float", "type_as",
     "mul", "mul_", "__mul__", "__rmul__", "div", "div_", "__truediv__", "identity",
 })
+# ops whose output carries none of their input's values (only its shape or device)
+DATA_FREE_OPS = frozenset({
+    "zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like",
+    "randint_like", "new_zeros", "new_ones", "new_empty", "new_full", "new_tensor",
+})
+# ops whose second tensor gives only a shape or dtype: the data comes from the first
+SHAPE_FROM_OTHER_OPS = frozenset({"expand_as", "view_as", "reshape_as", "type_as"})
 WEIGHT, NORM, ACTIVATION, OTHER = "weight", "norm", "activation", "other"
 
 
@@ -91,6 +98,8 @@ class ResidualAdd:
     fork_is_block_input: bool
     failed: bool = False
     shortcut_module: str | None = None  # the module holding every shortcut op, if any
+    # the branch's last op that is a layer (dropout, reshapes and scalings skipped)
+    branch_last_layer: Step | None = None
     # where it sits in the traced graph (for the tools that go on to use its tensors)
     call: int = field(default=-1, compare=False, repr=False)
     fork: int = field(default=-1, compare=False, repr=False)
@@ -124,13 +133,6 @@ class ResidualAdd:
     def shortcut_activations(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(s.label for s in self.shortcut if s.kind == ACTIVATION))
 
-    @property
-    def branch_last_layer(self) -> Step | None:
-        """The branch's last op that is a layer (dropout, reshapes and scalings skipped)."""
-        for step in reversed(self.branch):
-            if step.op not in PASS_THROUGH_OPS or step.kind != OTHER:
-                return step
-        return None
 
 
 def _normalized(steps: Sequence[Step]) -> bool:
@@ -245,22 +247,31 @@ class TracedPass:
         side_b = {n for n in popped if n in below and marks[n] == 2}
         return fork, side_a, side_b
 
-    def _steps(self, nodes: set[int]) -> tuple[Step, ...]:
-        out = []
-        for n in sorted(nodes):
-            node = self.nodes[n]
-            module = self.calls[node.call].module if node.call >= 0 else None
-            act_module = type(module).__name__ if isinstance(module, ACTIVATIONS) else ""
-            out.append(Step(node.op, self.calls[node.call].name if node.call >= 0 else "",
-                            node.kind, node.params,
-                            act_module if node.kind == ACTIVATION else ""))
-        return tuple(out)
+    def _step(self, n: int) -> Step:
+        node = self.nodes[n]
+        module = self.calls[node.call].module if node.call >= 0 else None
+        act_module = type(module).__name__ if isinstance(module, ACTIVATIONS) else ""
+        return Step(node.op, self.calls[node.call].name if node.call >= 0 else "", node.kind,
+                    node.params, act_module if node.kind == ACTIVATION else "")
 
-    def _block_call(self, call: int, fork: int) -> int:
-        """The smallest module call, open at the addition, that received or made the fork."""
+    def _last_layer(self, operand: int, fork: int) -> Step | None:
+        """Walk back from the branch's output over ops that only pass it on (a dropout, a
+        reshape, a scaling by a constant or a parameter: one input from the data)."""
+        n = operand
+        while n != fork:
+            node = self.nodes[n]
+            if not (node.kind == OTHER and node.op in PASS_THROUGH_OPS
+                    and len(node.inputs) == 1):
+                return self._step(n)
+            n = node.inputs[0]
+        return None
+
+    def _block_call(self, call: int, fork: int, first_op: int) -> int:
+        """The smallest module call, open at the addition, that made the fork or received it
+        and ran the paths' ops (a helper module that only adds is not the block)."""
         while call >= 0:
             c = self.calls[call]
-            if fork >= c.first_node or fork in c.inputs:
+            if fork >= c.first_node or (fork in c.inputs and first_op >= c.first_node):
                 return call
             call = c.parent
         return -1
@@ -281,21 +292,23 @@ class TracedPass:
         wb = sum(self.nodes[n].kind == WEIGHT for n in side_b)
         if wa == wb:
             return None  # x + x, or two parallel branches of equal weight: not a shortcut
-        (branch, bshape), (short, sshape) = sorted(
-            [(side_a, sa), (side_b, sb)], key=lambda s: -sum(
+        (branch, bshape, top), (short, sshape, _) = sorted(
+            [(side_a, sa, a), (side_b, sb, b)], key=lambda s: -sum(
                 self.nodes[n].kind == WEIGHT for n in s[0]))
-        call = self._block_call(call, fork)
+        call = self._block_call(call, fork, min(side_a | side_b))
         block = self.calls[call].name if call >= 0 else ""
-        shortcut = self._steps(short)
+        shortcut = tuple(self._step(n) for n in sorted(short))
         inside = [s.module for s in shortcut]
         holder = _common_module(inside) if inside else None
         if holder is not None and (holder == block or not holder.startswith(
                 block + "." if block else "")):
             holder = None
         return ResidualAdd(
-            block, self.nodes[fork].shape, bshape, sshape, self._steps(branch), shortcut,
+            block, self.nodes[fork].shape, bshape, sshape,
+            tuple(self._step(n) for n in sorted(branch)), shortcut,
             fork_is_block_input=call >= 0 and fork in self.calls[call].inputs,
-            failed=failed, shortcut_module=holder, call=call, fork=fork, output=out)
+            failed=failed, shortcut_module=holder,
+            branch_last_layer=self._last_layer(top, fork), call=call, fork=fork, output=out)
 
 
 def _replace_block(r: ResidualAdd, block: str) -> ResidualAdd:
@@ -340,7 +353,8 @@ class AdditionTracer(TorchFunctionMode):
         name = getattr(func, "__name__", "")
         flat = [*args, *kwargs.values()]
         tensors = [t for v in flat for t in _tensors(v)]
-        linked = tuple(dict.fromkeys(n for t in tensors if (n := self.t.node_of(t)) is not None))
+        carriers = tensors[:1] if name in SHAPE_FROM_OTHER_OPS else tensors
+        linked = tuple(dict.fromkeys(n for t in carriers if (n := self.t.node_of(t)) is not None))
         try:
             out = func(*args, **kwargs)
         except Exception:
@@ -350,7 +364,7 @@ class AdditionTracer(TorchFunctionMode):
             raise
         params = [t for t in tensors
                   if isinstance(t, nn.Parameter) or id(t) in self.t.param_derived]
-        if not linked:
+        if not linked or name in DATA_FREE_OPS:
             for o in _tensors(out) if params else ():  # e.g. `self.weight.T`: still a weight
                 self.t.param_derived[id(o)] = o
             return out

@@ -128,14 +128,6 @@ def shortcut_kind(downsample: nn.Module | None) -> str:
     return type(downsample).__name__
 
 
-def _shape(value: object) -> Shape | None:
-    if isinstance(value, torch.Tensor):
-        return tuple(value.shape)
-    if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
-        return tuple(value[0].shape)
-    return None
-
-
 @dataclass(frozen=True)
 class TraceRow:
     """One module call: where it sits, what went in and what came out.

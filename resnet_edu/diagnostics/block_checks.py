@@ -137,10 +137,11 @@ def find_unnormalized_projections(blocks: Sequence[BlockRecord]) -> list[Finding
         "no-normalization", ", ".join(b.name for b in bad),
         f"{len(bad)} projection shortcut(s) end in a conv with no normalization after it, "
         "while the branch ends in one.",
-        "the branch is normalized, so F(x) starts at a known scale; an unnormalized 1x1 "
-        "conv gives the shortcut whatever scale its random initialization happens to give, "
-        "and the block's sum is then dominated by one path or the other. Option B of He et "
-        "al. 2015 is a 1x1 conv followed by BatchNorm, as torchvision builds it.",
+        "the branch ends in a normalization layer, so F(x) comes at a scale set by it "
+        "(BatchNorm's gamma, 1 at the start); the unnormalized 1x1 conv gives the shortcut "
+        "whatever scale its initialization and its input give it, and that decides how much "
+        "each path contributes to the sum. Option B of He et al. 2015 is a 1x1 conv followed "
+        "by BatchNorm, as torchvision builds it.",
         "add the normalization layer after the shortcut's conv (`nn.Sequential(conv1x1, "
         "nn.BatchNorm2d(out_channels))`; `resnet_edu.shortcuts.make_downsample`).",
     )]

@@ -407,6 +407,8 @@ def tracing(model: nn.Module, *inputs: torch.Tensor) -> Iterator[TracedPass]:
         traced.calls[call].output = _first_tensor(out)
 
     for m in names:
+        if isinstance(m, torch.jit.ScriptModule):
+            continue  # compiled code takes no Python hooks; `connected` will say it is unseen
         handles.append(m.register_forward_pre_hook(pre))
         handles.append(m.register_forward_hook(post))
     mode = AdditionTracer(traced)

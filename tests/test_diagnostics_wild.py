@@ -8,6 +8,8 @@ softmax in `forward`. Widths are narrow and inputs small so the tests stay quick
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -336,16 +338,26 @@ def test_a_whole_net_in_one_forward_names_each_addition():
     assert residual_blocks(Flat()) == []  # no module smaller than the model holds them
 
 
-def test_a_model_the_tracer_cannot_see_into_is_reported_as_such():
-    class ThroughNumpy(KuangliuResNet18):
-        def forward(self, x):
-            x = torch.from_numpy(x.detach().cpu().numpy())  # leaves torch and comes back
-            return super().forward(x)
+class ThroughNumpy(KuangliuResNet18):
+    def forward(self, x):
+        x = torch.from_numpy(x.detach().cpu().numpy())  # leaves torch and comes back
+        return super().forward(x)
 
-    report = diagnose(ThroughNumpy(), SMALL)
-    assert report.blocks == ()
+
+def _scripted():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated
+        return torch.jit.script(KuangliuResNet18())
+
+
+@pytest.mark.parametrize("make", [ThroughNumpy, _scripted], ids=["numpy", "torchscript"])
+def test_a_model_the_tracer_cannot_see_into_is_reported_as_such(make):
+    model = make()
+    report = diagnose(model, SMALL)
+    assert report.blocks == () and report.findings == ()
     assert any("could not be traced" in s for s in report.skipped), str(report)
     assert "could not be traced" in str(report)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
 
 def test_our_models_agree_with_the_traced_definition():

@@ -12,8 +12,8 @@ function, tensor method and operator the Python code calls (`F.relu`, `x.relu()`
 is running. Each op becomes a node of a data-flow graph linked to the ops its tensors came
 from, so it works the same on torchvision's blocks, on blocks whose attributes are named
 anything, and on shortcuts computed in `forward`. What it cannot see: code that does not run
-torch ops from Python while traced (TorchScript, `torch.compile`d modules) and data that
-leaves torch on the way (`.numpy()`, `.tolist()`); `TracedPass.connected` says so.
+torch ops from Python while traced (TorchScript modules) and data that leaves torch on the
+way (`.numpy()`, `.tolist()`); `TracedPass.connected` says so.
 
 `find_residual_blocks(model, x)` is the one definition of "residual block" the package uses
 (`shapes.trace_shapes`, `gradients.gradient_norms`, `stacks.is_identity_shortcut` and

@@ -32,8 +32,8 @@ is traced op by op (`resnet_edu.residual`), and every addition of a branch with 
 layers and the tensor it started from (or a function of it) is a residual addition; the
 block is the smallest module whose forward makes it.
 
-What it cannot see: a model the tracer cannot look into (TorchScript, `torch.compile`, data
-taken out of torch and back) is reported as such in `report.skipped`; checks after a crash
+What it cannot see: a model the tracer cannot look into (TorchScript, data taken out of
+torch and back) is reported as such in `report.skipped`; checks after a crash
 see only what ran before it; and it cannot tell intent from code, so option C (a projection
 on every block, He et al. 2015, Table 3) is reported as `unneeded-projection` with a note
 (pass `ignore=("unneeded-projection",)` when you chose it).
@@ -126,7 +126,7 @@ def _limits(record, found_blocks: bool) -> list[str]:
     elif not record.connected:
         notes.append("block checks: the model could not be traced (its output is not "
                      "connected to its input through torch operations called from Python, as "
-                     "with TorchScript, torch.compile, or data passed through numpy), so its "
+                     "with TorchScript or data passed through numpy), so its "
                      "residual additions could not be seen")
     elif not found_blocks:
         notes.append("block checks: the forward pass makes no residual addition (an add of "

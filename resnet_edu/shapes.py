@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .residual import ResidualAdd, tracing
+from .dataflow import tracing
+from .residual import ResidualAdd, residual_adds
 from .shortcuts import SHORTCUT_OPTIONS, ZeroPadShortcut, needs_projection
 
 Shape = tuple[int, ...]
@@ -254,7 +255,7 @@ def trace_shapes(model: nn.Module, input_shape: Sequence[int] = (1, 3, 224, 224)
         model.train(was_training)
     modules = dict(model.named_modules())
     adds: dict[int, ResidualAdd] = {}
-    for add in traced.residual_adds():
+    for add in residual_adds(traced):
         adds.setdefault(add.call, add)  # a module that adds twice: its first addition
     rows = []
     for i, call in enumerate(traced.calls):

@@ -46,7 +46,8 @@ from collections.abc import Collection, Sequence
 import torch
 from torch import nn
 
-from ..residual import ACTIVATIONS
+from ..dataflow import ACTIVATIONS
+from ..residual import residual_block_names
 from ..shapes import Cost, check_input_shape, cost
 from .block_checks import (
     _forward_error_finding,
@@ -107,8 +108,6 @@ def residual_blocks(model: nn.Module, input_shape: Sequence[int] = (3, 32, 32),
     once. Additions made by the model's own forward are not listed (no smaller module
     holds them; `diagnose` reports them as blocks of the model).
     """
-    from ..residual import residual_block_names
-
     shape = check_input_shape(input_shape)
     params = next(model.parameters(), None)
     device = params.device if params is not None else torch.device("cpu")

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..residual import NORM, WEIGHT, ResidualAdd, TracedPass, tracing
+from ..dataflow import NORM, WEIGHT, TracedPass, tracing
+from ..residual import ResidualAdd, residual_adds
 from .report import BlockRecord, GradientRatio
 
 # a norm that subtracts a per-channel mean over the positions a conv bias is constant on
@@ -134,7 +135,7 @@ def run_pass(model: nn.Module, shape: tuple[int, ...], seed: int) -> PassRecord:
             except Exception as e:  # the student's model failed: report it, don't raise
                 record.error = e
                 record.error_stack = [traced.calls[i].name for i in traced.stack]
-            adds = traced.residual_adds()
+            adds = residual_adds(traced)
             record.blocks = _block_records(traced, adds)
             if record.output is not None:
                 record.gradients = _gradient_ratios(traced, adds, record, shape, gen, device)

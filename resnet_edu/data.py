@@ -2,12 +2,15 @@
 
 Where the data comes from, in order:
   1. the `data_dir` argument, or the `RESNET_EDU_DATA` environment variable;
-  2. `data/cifar10/` in this repository (where `python -m resnet_edu download` puts it);
-  3. a download with torchvision, when `download=True` (online users, Colab).
+  2. `DEFAULT_DIR`: `data/cifar10/` in a checkout of the repository (where
+     `python -m resnet_edu download` puts it), else the per-user cache folder
+     (`~/.cache/resnet-edu/cifar10/`; see `locations.default_data_dir`);
+  3. a download with torchvision into the first of those, when `download=True`.
 A directory may be the `cifar-10-batches-py` folder itself or the folder that holds it.
 The layout is read directly (not through torchvision's class) so any faithful copy works,
-checksums aside. `load_sample()` reads the small sample shipped in `data/cifar10-sample/`,
-which the tests and the quick notebook settings use on machines without the full set.
+checksums aside. `load_sample()` reads the small sample that ships with the package
+(`data/cifar10-sample/` in the repository), which the tests and the quick notebook settings
+use; `load_cifar10_or_sample()` falls back to it, saying so, when the full set is missing.
 """
 
 from __future__ import annotations
@@ -20,15 +23,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .locations import default_data_dir, shipped
+
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
            "dog", "frog", "horse", "ship", "truck")
 ENV_VAR = "RESNET_EDU_DATA"
 LAYOUT = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILES = ("test_batch",)
-REPO_DATA = Path(__file__).resolve().parents[1] / "data"
-DEFAULT_DIR = REPO_DATA / "cifar10"
-SAMPLE_DIR = REPO_DATA / "cifar10-sample"
+DEFAULT_DIR = default_data_dir()  # data/cifar10 in a checkout, else the user cache folder
+SAMPLE_DIR = shipped("cifar10-sample")  # the repository's copy, or the installed package's
 # per-channel mean and std of the CIFAR-10 training images, in [0, 1] units
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -36,6 +40,14 @@ STD = (0.2470, 0.2435, 0.2616)
 
 class DatasetError(ValueError):
     """The dataset is missing, partial or corrupt; the message says what and where."""
+
+
+class DatasetNotFound(DatasetError):
+    """No copy in any of the places `looked`, and no download (or a failed one)."""
+
+    def __init__(self, message: str, looked: list[Path], download_error: str | None = None):
+        super().__init__(message)
+        self.looked, self.download_error = looked, download_error
 
 
 @dataclass(frozen=True)
@@ -117,40 +129,44 @@ def read_split(directory: str | Path, files: tuple[str, ...]) -> ImageSet:
     return ImageSet(images, torch.from_numpy(labels))
 
 
-def find_cifar10(data_dir: str | Path | None = None, download: bool = False) -> Path:
-    """The `cifar-10-batches-py` folder to read, downloading it if asked and needed."""
+def data_dirs(data_dir: str | Path | None = None) -> list[Path]:
+    """The folders searched for CIFAR-10, in order; a download goes into the first one."""
     candidates: list[Path] = []
     if data_dir is not None:
         candidates.append(Path(data_dir).expanduser())
     elif os.environ.get(ENV_VAR):
         candidates.append(Path(os.environ[ENV_VAR]).expanduser())
     candidates.append(DEFAULT_DIR)
+    return candidates
+
+
+def find_cifar10(data_dir: str | Path | None = None, download: bool = False) -> Path:
+    """The `cifar-10-batches-py` folder to read, downloading it if asked and needed."""
+    candidates = data_dirs(data_dir)
     for c in candidates:
         if (_batches_dir(c) / TEST_FILES[0]).is_file():
             return _batches_dir(c)
     target = candidates[0]
+    looked = ", ".join(map(str, candidates))
     if download:
         import torchvision  # only needed for the download itself
 
         try:
             torchvision.datasets.CIFAR10(str(target), train=True, download=True)
         except Exception as e:
-            raise DatasetError(
-                f"CIFAR-10 is not in {', '.join(map(str, candidates))} and the download "
-                f"into {target} failed ({type(e).__name__}: {e})."
-                f" {_HOW_TO_GET}"
-            ) from e
+            reason = f"{type(e).__name__}: {e}"
+            raise DatasetNotFound(
+                f"CIFAR-10 is not in {looked} and the download into {target} failed "
+                f"({reason}). {_HOW_TO_GET}", candidates, reason) from e
         return _batches_dir(target)
-    raise DatasetError(
-        f"CIFAR-10 not found: looked for {LAYOUT}/ in {', '.join(map(str, candidates))}. "
-        + _HOW_TO_GET
-    )
+    raise DatasetNotFound(
+        f"CIFAR-10 not found: looked for {LAYOUT}/ in {looked}. {_HOW_TO_GET}", candidates)
 
 
 _HOW_TO_GET = (
     "Pass download=True (or run `python -m resnet_edu download`) to fetch it (170 MB), or "
     f"point data_dir or ${ENV_VAR} at a folder holding {LAYOUT}/, or use load_sample() "
-    "for the small sample shipped with the repository."
+    "for the small sample shipped with the package."
 )
 
 
@@ -172,8 +188,34 @@ def load_cifar10(data_dir: str | Path | None = None, download: bool = False,
 
 
 def load_sample(val_size: int = 200, seed: int = 0) -> Cifar10:
-    """The small real sample in `data/cifar10-sample/` (2,000 train, 1,000 test images)."""
+    """The small real sample shipped with the package (2,000 train, 1,000 test images)."""
     return load_cifar10(SAMPLE_DIR, val_size=val_size, seed=seed)
+
+
+def load_cifar10_or_sample(data_dir: str | Path | None = None, download: bool = False,
+                           val_size: int = 5000, seed: int = 0) -> Cifar10:
+    """`load_cifar10`, or, when no copy is found (nor downloaded), the shipped sample after
+    one printed sentence: where it looked, how to get the full set, that it goes on with
+    the sample. A copy that is found but broken still raises `DatasetError`."""
+    try:
+        directory = find_cifar10(data_dir, download)
+    except DatasetNotFound as e:
+        sample = load_sample()
+        looked = ", ".join(_shown(p) for p in e.looked)
+        failed = f" and the download failed ({e.download_error})" if e.download_error else ""
+        print(f"CIFAR-10 is not in {looked}{failed}: to train on the full set, run "
+              f"`python -m resnet_edu download` (170 MB) or point ${ENV_VAR} at a folder "
+              f"holding {LAYOUT}/; continuing on the sample shipped with the package "
+              f"({len(sample.train) + len(sample.val):,} training and "
+              f"{len(sample.test):,} test images).", flush=True)
+        return sample
+    return load_cifar10(directory, val_size=val_size, seed=seed)
+
+
+def _shown(path: Path) -> str:
+    """A path as a reader wants it: `~/...` for the home folder."""
+    home = Path.home()
+    return f"~/{path.relative_to(home)}" if path.is_relative_to(home) else str(path)
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:

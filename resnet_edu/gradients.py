@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .residual import residual_block_names
+from .runtime import supports_float64
 
 WEIGHT, ACTIVATION = "weight", "activation"
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -178,14 +179,21 @@ def gradient_norms(
             for b, saved in buffers:
                 b.copy_(saved)
 
-    def norm(g: torch.Tensor | None) -> float:
-        return 0.0 if g is None else float(torch.linalg.vector_norm(g.double()))
-
-    rows = [NormRow(name, i + 1, WEIGHT, norm(g))
+    rows = [NormRow(name, i + 1, WEIGHT, _norm64(g))
             for i, ((name, _), g) in enumerate(zip(called, grads[: len(weights)], strict=True))]
-    rows += [NormRow(name, i + 1, ACTIVATION, norm(g))
+    rows += [NormRow(name, i + 1, ACTIVATION, _norm64(g))
              for i, ((name, _), g) in enumerate(zip(outputs, grads[len(weights):], strict=True))]
     return GradientNorms(tuple(rows))
+
+
+def _norm64(g: torch.Tensor | None) -> float:
+    """||g|| summed in float64 (0 for an unused weight); on devices without float64 (MPS)
+    the gradient is copied to the CPU first."""
+    if g is None:
+        return 0.0
+    if not supports_float64(g.device):
+        g = g.cpu()
+    return float(torch.linalg.vector_norm(g.double()))
 
 
 def drift_decades(table: GradientNorms, kind: str = ACTIVATION) -> float:

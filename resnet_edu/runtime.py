@@ -10,6 +10,7 @@ import os
 import platform
 import random
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,18 +40,35 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
-def cpu_has_native_bf16() -> bool:
+def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     """True when the CPU computes bfloat16 dot products natively (AVX512-BF16 or AMX).
 
     There, bf16 autocast roughly doubles CPU training speed; elsewhere it is emulated and
     slower than float32, so the trainer only uses it where this is true.
     """
     try:
-        with open("/proc/cpuinfo") as f:  # Linux; other systems report False
+        with open(cpuinfo) as f:  # Linux; other systems report False
             flags = next((line for line in f if line.startswith("flags")), "").split()
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+NATIVE_BF16_CUDA = (8, 0)  # Ampere (A100, RTX 30xx) and newer have bf16 tensor cores
+
+
+def cuda_has_native_bf16(device: torch.device | None = None) -> bool:
+    """True when the CUDA GPU has bf16 in hardware: compute capability 8.0 or higher.
+
+    Not `torch.cuda.is_bf16_supported()`: that also counts emulation, so it says True on a
+    T4 (7.5) or V100 (7.0), where bf16 autocast runs slowly; those GPUs get fp16 instead.
+    """
+    return tuple(torch.cuda.get_device_capability(device)) >= NATIVE_BF16_CUDA
+
+
+def supports_float64(device: torch.device) -> bool:
+    """False on Apple's MPS, which has no float64: double-precision work goes to the CPU."""
+    return device.type != "mps"
 
 
 def seed_everything(seed: int = 0) -> None:

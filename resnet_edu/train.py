@@ -44,7 +44,13 @@ from torch import nn
 
 from .augment import DeviceLoader
 from .data import Cifar10, ImageSet
-from .runtime import cpu_has_native_bf16, default_device, device_name, quick_mode
+from .runtime import (
+    cpu_has_native_bf16,
+    cuda_has_native_bf16,
+    default_device,
+    device_name,
+    quick_mode,
+)
 
 SCHEDULES = ("onecycle", "cosine", "constant")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
@@ -198,10 +204,12 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for `amp` on `device` (None: full float32).
 
-    'auto' picks bf16 on CUDA GPUs that support it (no loss scaling needed), else fp16 on
-    CUDA; on a CPU, bf16 where it is native (about 2x faster there, see
-    `cpu_has_native_bf16`), else float32 (emulated bf16 is slower than float32).
-    'bf16' also works on the CPU; 'fp16' needs CUDA (it needs a gradient scaler).
+    bf16 only where the hardware has it: CUDA GPUs of compute capability >= 8.0 and CPUs
+    with AVX512-BF16 or AMX (`runtime.cuda_has_native_bf16`, `cpu_has_native_bf16`).
+    'auto' picks bf16 there (no loss scaling needed); fp16 on older CUDA GPUs (T4, V100),
+    which `fit` pairs with a `GradScaler`; float32 on other CPUs (emulated bf16 is slower
+    than float32) and on MPS. 'bf16' asks for it anyway on a CPU (correct, if slow there);
+    on a CUDA GPU without it or on MPS it is an error, as is 'fp16' off CUDA.
     """
     if amp not in AMP_MODES:
         raise ValueError(f"amp must be one of {AMP_MODES}, got {amp!r}")
@@ -212,10 +220,22 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
             return torch.bfloat16 if cpu_has_native_bf16() else None
         if device.type != "cuda":
             return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cuda_has_native_bf16(device) else torch.float16
     if amp == "fp16" and device.type != "cuda":
         raise ValueError(f"amp='fp16' needs a CUDA device, got {device.type}; use 'bf16' or 'off'")
+    if amp == "bf16" and device.type == "cuda" and not cuda_has_native_bf16(device):
+        major, minor = torch.cuda.get_device_capability(device)
+        raise ValueError(f"amp='bf16' needs a CUDA GPU of compute capability >= 8.0, got "
+                         f"{major}.{minor} ({torch.cuda.get_device_name(device)}); "
+                         "use 'fp16' or 'auto'")
+    if amp == "bf16" and device.type not in ("cpu", "cuda"):
+        raise ValueError(f"amp='bf16' needs a CUDA GPU or a CPU, got {device.type}; use 'off'")
     return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def needs_grad_scaler(dtype: torch.dtype | None) -> bool:
+    """fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none."""
+    return dtype == torch.float16
 
 
 # --- history and checkpoints ---------------------------------------------------------------
@@ -375,8 +395,7 @@ def fit(model: nn.Module, data: Cifar10, config: TrainConfig, *,
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(param_groups(model, config.weight_decay), lr=config.lr,
                                 momentum=config.momentum, nesterov=config.nesterov)
-    # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(dtype))  # fp16 is CUDA-only
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     forward = torch.compile(model) if config.compile else model
 

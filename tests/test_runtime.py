@@ -1,0 +1,125 @@
+"""Device choices on hardware we do not have: the capabilities are faked with monkeypatch.
+
+bf16 autocast only where the hardware has it (CUDA compute capability >= 8.0, CPUs with
+AVX512-BF16 or AMX), fp16 with a gradient scaler on older CUDA GPUs, no float64 on MPS.
+"""
+
+import pytest
+import torch
+
+from resnet_edu import gradients, runtime, train
+from resnet_edu.gradients import gradient_norms
+from resnet_edu.runtime import cpu_has_native_bf16, cuda_has_native_bf16, supports_float64
+from resnet_edu.train import needs_grad_scaler, resolve_amp
+
+CUDA = torch.device("cuda", 0)
+GPUS = {"T4": (7, 5), "V100": (7, 0), "A100": (8, 0), "RTX 3090": (8, 6), "H100": (9, 0)}
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    """Pretend CUDA device 0 is the named GPU. `is_bf16_supported` says True for all of
+    them, as PyTorch does for emulated bf16, so code that trusted it would pick bf16."""
+    def use(name: str) -> None:
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: GPUS[name])
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: f"NVIDIA {name}")
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    return use
+
+
+@pytest.mark.parametrize("name", GPUS)
+def test_native_bf16_on_cuda_means_compute_capability_8_or_more(gpu, name):
+    gpu(name)
+    assert cuda_has_native_bf16(CUDA) == (GPUS[name] >= (8, 0))
+
+
+@pytest.mark.parametrize("name, dtype", [("T4", torch.float16), ("V100", torch.float16),
+                                         ("A100", torch.bfloat16), ("H100", torch.bfloat16)])
+def test_auto_amp_on_cuda_bf16_where_native_else_fp16_with_a_scaler(gpu, name, dtype):
+    gpu(name)
+    chosen = resolve_amp("auto", CUDA)
+    assert chosen == dtype
+    assert needs_grad_scaler(chosen) == (dtype == torch.float16)
+
+
+def test_explicit_bf16_on_an_old_gpu_is_refused_with_the_reason(gpu):
+    gpu("T4")
+    with pytest.raises(ValueError, match=r"compute capability >= 8.0, got 7.5 \(NVIDIA T4\)"):
+        resolve_amp("bf16", CUDA)
+    assert resolve_amp("fp16", CUDA) == torch.float16
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_amp_on_cpu_follows_native_bf16(monkeypatch, native):
+    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: native)
+    assert resolve_amp("auto", torch.device("cpu")) == (torch.bfloat16 if native else None)
+    assert resolve_amp("bf16", torch.device("cpu")) == torch.bfloat16  # asked for: allowed
+    assert resolve_amp("off", torch.device("cpu")) is None
+
+
+def test_mps_gets_float32_and_refuses_fp16_and_bf16():
+    mps = torch.device("mps")
+    assert resolve_amp("auto", mps) is None
+    with pytest.raises(ValueError, match="fp16' needs a CUDA device, got mps"):
+        resolve_amp("fp16", mps)
+    with pytest.raises(ValueError, match="bf16' needs a CUDA GPU or a CPU, got mps"):
+        resolve_amp("bf16", mps)
+
+
+def test_only_fp16_needs_a_gradient_scaler():
+    assert needs_grad_scaler(torch.float16)
+    assert not needs_grad_scaler(torch.bfloat16) and not needs_grad_scaler(None)
+
+
+@pytest.mark.parametrize("flags, native", [
+    ("fpu sse2 avx2 avx512f avx512_bf16 amx_tile", True),
+    ("fpu sse2 avx2 amx_bf16 amx_tile", True),
+    ("fpu sse2 avx2 avx512f avx512_vnni", False),
+])
+def test_cpu_native_bf16_reads_the_cpu_flags(tmp_path, flags, native):
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n")
+    assert cpu_has_native_bf16(info) is native
+    assert cpu_has_native_bf16(tmp_path / "absent") is False  # no /proc: not native
+
+
+def test_no_float64_on_mps():
+    assert not supports_float64(torch.device("mps"))
+    assert supports_float64(torch.device("cpu")) and supports_float64(CUDA)
+
+
+class NoFloat64(torch.Tensor):
+    """A tensor that refuses float64 the way an MPS tensor does; `.cpu()` gives a plain one."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.Tensor.cpu:
+            return args[0].as_subclass(torch.Tensor).clone()
+        if func is torch.Tensor.double or kwargs.get("dtype") == torch.float64:
+            raise TypeError("Cannot convert a MPS Tensor to float64 dtype as the MPS "
+                            "framework doesn't support float64. Please use float32 instead.")
+        return super().__torch_function__(func, types, args, kwargs)
+
+
+def test_gradient_norms_sum_in_float64_on_the_cpu_for_a_device_without_it(monkeypatch):
+    g = torch.randn(3, 4)
+    fake = g.clone().as_subclass(NoFloat64)
+    with pytest.raises(TypeError, match="float64"):
+        fake.double()  # the fake refuses, as MPS does
+    monkeypatch.setattr(gradients, "supports_float64", lambda device: False)
+    assert gradients._norm64(fake) == pytest.approx(float(g.double().norm()), rel=1e-12)
+    assert gradients._norm64(None) == 0.0
+
+
+def test_gradient_norms_unchanged_by_the_cpu_detour(monkeypatch):
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 6 * 6, 10))
+    x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 10, (8,))
+    direct = gradient_norms(model, x, y).norms()
+    monkeypatch.setattr(gradients, "supports_float64", lambda device: False)
+    assert gradient_norms(model, x, y).norms() == direct
+
+
+def test_runtime_exports_what_train_uses():
+    assert train.cuda_has_native_bf16 is runtime.cuda_has_native_bf16

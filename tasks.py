@@ -26,6 +26,10 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".resnet-edu-installed"
+# ipywidgets 7.7 (what Colab ships) and the packages it needs that 8 does not, in a folder
+# that tests put first on PYTHONPATH to run the widget tests under both majors
+IPYWIDGETS7 = VENV / "ipywidgets7"
+IPYWIDGETS7_PIN = "ipywidgets==7.7.1"
 INPUTS = ("pyproject.toml", "constraints.txt")
 
 
@@ -39,6 +43,8 @@ def _fingerprint() -> str:
 def setup() -> None:
     """Create .venv and install the project into it, unless it is already up to date."""
     if STAMP.exists() and STAMP.read_text() == _fingerprint() and PY.exists():
+        if not (IPYWIDGETS7 / "ipywidgets").is_dir():
+            _install_ipywidgets7()
         return
     if not PY.exists():
         print(f"Creating virtual environment in {VENV.name}/ ...", flush=True)
@@ -49,7 +55,29 @@ def setup() -> None:
          "-c", str(ROOT / "constraints.txt"), "-e", f"{ROOT}[lab,test]"],
         check=True,
     )
+    _install_ipywidgets7()
     STAMP.write_text(_fingerprint())
+
+
+def _install_ipywidgets7() -> None:
+    """Put ipywidgets 7.7 and what it needs beyond .venv (ipython_genutils, ...) in IPYWIDGETS7.
+
+    pip resolves the downgrade against .venv without doing it, and the distributions it
+    would install go to the overlay folder, so .venv keeps ipywidgets 8.
+    """
+    import json
+    import shutil
+
+    print(f"Installing {IPYWIDGETS7_PIN} beside .venv for the widget tests ...", flush=True)
+    report = subprocess.run(
+        [str(PY), "-m", "pip", "install", "--disable-pip-version-check", "--dry-run", "-q",
+         "--report", "-", IPYWIDGETS7_PIN], check=True, capture_output=True, text=True).stdout
+    pins = [f"{item['metadata']['name']}=={item['metadata']['version']}"
+            for item in json.loads(report)["install"]]
+    shutil.rmtree(IPYWIDGETS7, ignore_errors=True)
+    subprocess.run(
+        [str(PY), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-deps",
+         "--target", str(IPYWIDGETS7), *pins], check=True)
 
 
 def lab() -> int:

@@ -80,12 +80,34 @@ def _install_ipywidgets7() -> None:
          "--target", str(IPYWIDGETS7), *pins], check=True)
 
 
-def lab() -> int:
-    setup()
-    args = [str(BIN / "jupyter"), "lab", str(ROOT / "notebooks")]
+FIRST_NOTEBOOK = "00_start_here.ipynb"
+# JupyterLab defaults for this environment (a user's own settings still win): no start-up
+# prompt asking whether to fetch Jupyter news, no update check, and each notebook starts its
+# own kernel without a "Select Kernel" dialog when another notebook's kernel is running
+LAB_OVERRIDES = {
+    "@jupyterlab/apputils-extension:notification": {"fetchNews": "false",
+                                                    "checkForUpdates": False},
+    "@jupyterlab/notebook-extension:tracker": {"autoStartDefaultKernel": True},
+}
+
+
+def lab_command(notebooks: Path = ROOT / "notebooks") -> list[str]:
+    """The `jupyter lab` command line that opens `notebooks/` at the first notebook."""
+    import json
+
+    settings = VENV / "share" / "jupyter" / "lab" / "settings"
+    settings.mkdir(parents=True, exist_ok=True)
+    (settings / "overrides.json").write_text(json.dumps(LAB_OVERRIDES, indent=2) + "\n")
+    args = [str(BIN / "jupyter"), "lab", f"--ServerApp.root_dir={notebooks}",
+            f"--LabApp.default_url=/lab/tree/{FIRST_NOTEBOOK}"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         args.append("--allow-root")  # containers often run as root; Jupyter refuses without it
-    return subprocess.call(args, cwd=ROOT)
+    return args
+
+
+def lab() -> int:
+    setup()
+    return subprocess.call(lab_command(), cwd=ROOT)
 
 
 def test(extra: list[str]) -> int:

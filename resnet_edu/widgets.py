@@ -20,10 +20,9 @@ from .runtime import _flag
 
 _FALSE = {"0", "false", "no", "off"}
 
-NO_CONTROLS_HINT = (
-    "No controls above the figure? In Colab: Runtime → Restart session after the set-up "
-    "cell, then run again; in JupyterLab: install jupyterlab_widgets and reload the page."
-)
+# every notebook cell that shows widgets carries this line as a comment (tested)
+NO_CONTROLS_HINT = ("No controls above the figure? Colab: Runtime → Restart session after the "
+                    "set-up cell; JupyterLab: install jupyterlab_widgets.")
 
 
 def live_widgets() -> bool:

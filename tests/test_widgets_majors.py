@@ -63,6 +63,16 @@ def test_every_notebook_widget_cell_builds_and_redraws(major):
             assert redraw["figure_changed"], f"{name}: {control} did not change the figure"
 
 
+def test_every_widget_cell_says_what_to_do_without_controls():
+    from resnet_edu.widgets import NO_CONTROLS_HINT
+
+    for nb in NOTEBOOKS:
+        for cell in json.loads(nb.read_text())["cells"]:
+            src = "".join(cell["source"])
+            if cell["cell_type"] == "code" and "interactive_figure(" in src:
+                assert f"# {NO_CONTROLS_HINT}\n" in src, f"{nb.name}: {src[:200]}"
+
+
 def _requirement(name: str) -> Requirement:
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     return next(Requirement(d) for d in deps if Requirement(d).name == name)

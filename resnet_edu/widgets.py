@@ -82,14 +82,15 @@ def _control(w: Any, name: str, spec: Any, value: Any) -> Any:
     if hasattr(spec, "value"):
         spec.value = value
         return spec
+    label = {"description": name, "style": {"description_width": "initial"}}  # not cut short
     if isinstance(spec, bool):
-        return w.Checkbox(value=bool(value), description=name)
+        return w.Checkbox(value=bool(value), **label)
     if isinstance(spec, (list, dict)):
-        return w.Dropdown(options=spec, value=value, description=name)
+        return w.Dropdown(options=spec, value=value, **label)
     lo, hi, step = spec[0], spec[1], _step(spec)
     kind = w.IntSlider if all(isinstance(v, int) for v in (lo, hi, step)) else w.FloatSlider
-    return kind(min=lo, max=hi, step=step, value=value, description=name,
-                continuous_update=False)  # redraw on release, not on every pixel
+    return kind(min=lo, max=hi, step=step, value=value, continuous_update=False,  # on release
+                **label)
 
 
 def interactive_figure(draw: Callable[..., Any], defaults: dict[str, Any] | None = None,

@@ -26,6 +26,10 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".resnet-edu-installed"
+# ipywidgets 7.7 (what Colab ships) and the packages it needs that 8 does not, in a folder
+# that tests put first on PYTHONPATH to run the widget tests under both majors
+IPYWIDGETS7 = VENV / "ipywidgets7"
+IPYWIDGETS7_PIN = "ipywidgets==7.7.1"
 INPUTS = ("pyproject.toml", "constraints.txt")
 
 
@@ -39,6 +43,8 @@ def _fingerprint() -> str:
 def setup() -> None:
     """Create .venv and install the project into it, unless it is already up to date."""
     if STAMP.exists() and STAMP.read_text() == _fingerprint() and PY.exists():
+        if not (IPYWIDGETS7 / "ipywidgets").is_dir():
+            _install_ipywidgets7()
         return
     if not PY.exists():
         print(f"Creating virtual environment in {VENV.name}/ ...", flush=True)
@@ -49,15 +55,59 @@ def setup() -> None:
          "-c", str(ROOT / "constraints.txt"), "-e", f"{ROOT}[lab,test]"],
         check=True,
     )
+    _install_ipywidgets7()
     STAMP.write_text(_fingerprint())
+
+
+def _install_ipywidgets7() -> None:
+    """Put ipywidgets 7.7 and what it needs beyond .venv (ipython_genutils, ...) in IPYWIDGETS7.
+
+    pip resolves the downgrade against .venv without doing it, and the distributions it
+    would install go to the overlay folder, so .venv keeps ipywidgets 8.
+    """
+    import json
+    import shutil
+
+    print(f"Installing {IPYWIDGETS7_PIN} beside .venv for the widget tests ...", flush=True)
+    report = subprocess.run(
+        [str(PY), "-m", "pip", "install", "--disable-pip-version-check", "--dry-run", "-q",
+         "--report", "-", IPYWIDGETS7_PIN], check=True, capture_output=True, text=True).stdout
+    pins = [f"{item['metadata']['name']}=={item['metadata']['version']}"
+            for item in json.loads(report)["install"]]
+    shutil.rmtree(IPYWIDGETS7, ignore_errors=True)
+    subprocess.run(
+        [str(PY), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-deps",
+         "--target", str(IPYWIDGETS7), *pins], check=True)
+
+
+FIRST_NOTEBOOK = "00_start_here.ipynb"
+# JupyterLab defaults for this environment (a user's own settings still win): no start-up
+# prompt asking whether to fetch Jupyter news, no update check, and each notebook starts its
+# own kernel without a "Select Kernel" dialog when another notebook's kernel is running
+LAB_OVERRIDES = {
+    "@jupyterlab/apputils-extension:notification": {"fetchNews": "false",
+                                                    "checkForUpdates": False},
+    "@jupyterlab/notebook-extension:tracker": {"autoStartDefaultKernel": True},
+}
+
+
+def lab_command(notebooks: Path = ROOT / "notebooks") -> list[str]:
+    """The `jupyter lab` command line that opens `notebooks/` at the first notebook."""
+    import json
+
+    settings = VENV / "share" / "jupyter" / "lab" / "settings"
+    settings.mkdir(parents=True, exist_ok=True)
+    (settings / "overrides.json").write_text(json.dumps(LAB_OVERRIDES, indent=2) + "\n")
+    args = [str(BIN / "jupyter"), "lab", f"--ServerApp.root_dir={notebooks}",
+            f"--LabApp.default_url=/lab/tree/{FIRST_NOTEBOOK}"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        args.append("--allow-root")  # containers often run as root; Jupyter refuses without it
+    return args
 
 
 def lab() -> int:
     setup()
-    args = [str(BIN / "jupyter"), "lab", str(ROOT / "notebooks")]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        args.append("--allow-root")  # containers often run as root; Jupyter refuses without it
-    return subprocess.call(args, cwd=ROOT)
+    return subprocess.call(lab_command(), cwd=ROOT)
 
 
 def test(extra: list[str]) -> int:

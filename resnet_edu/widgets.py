@@ -3,20 +3,36 @@
 In JupyterLab or Colab, `interactive_figure(draw, depth=(2, 60, 2), ...)` shows ipywidgets
 controls and redraws on every change. In static mode (nbval, nbconvert, CI, or
 `RESNET_EDU_STATIC=1`) it draws once with the default values, so the cell still shows
-the figure and "Run All" never waits on a front end.
+the figure and "Run All" never waits on a front end. `RESNET_EDU_STATIC=0` forces live
+widgets, even under CI (the browser test uses it).
+
+Only API common to ipywidgets 7.6+ and 8 is used (`interactive_output`, `IntSlider`,
+`FloatSlider`, `Dropdown`, `Checkbox`, `HBox`/`VBox`), so Colab keeps the 7.x it ships.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
 from .runtime import _flag
 
+_FALSE = {"0", "false", "no", "off"}
+
+# every notebook cell that shows widgets carries this line as a comment (tested)
+NO_CONTROLS_HINT = ("No controls above the figure? Colab: Runtime → Restart session after the "
+                    "set-up cell; JupyterLab: install jupyterlab_widgets.")
+
 
 def live_widgets() -> bool:
-    """True when a notebook front end can show widgets (not under CI or static mode)."""
-    if _flag("RESNET_EDU_STATIC") or _flag("CI"):
+    """True when a notebook front end can show widgets.
+
+    `RESNET_EDU_STATIC=1` or `CI` gives static figures, `RESNET_EDU_STATIC=0` forces live
+    widgets; otherwise they are live inside a kernel (JupyterLab, Colab, VS Code).
+    """
+    forced = os.environ.get("RESNET_EDU_STATIC", "").strip().lower() in _FALSE
+    if not forced and (_flag("RESNET_EDU_STATIC") or _flag("CI")):
         return False
     try:
         import ipywidgets  # noqa: F401
@@ -24,14 +40,14 @@ def live_widgets() -> bool:
     except ImportError:
         return False
     # a kernel (JupyterLab, Colab, VS Code) has one; a plain IPython terminal does not
-    return getattr(get_ipython(), "kernel", None) is not None
+    return forced or getattr(get_ipython(), "kernel", None) is not None
 
 
 def _default(spec: Any) -> Any:
     """The starting value of an ipywidgets `interact` abbreviation."""
     if isinstance(spec, tuple):  # (min, max[, step]): start in the middle, on a step
         lo, hi = spec[0], spec[1]
-        step = spec[2] if len(spec) > 2 else (1 if isinstance(lo, int) else (hi - lo) / 100)
+        step = _step(spec)
         mid = lo + (hi - lo) / 2
         value = lo + round((mid - lo) / step) * step
         return type(lo)(value) if isinstance(lo, int) else value
@@ -42,13 +58,55 @@ def _default(spec: Any) -> Any:
     return spec
 
 
+def _step(spec: tuple) -> Any:
+    lo, hi = spec[0], spec[1]
+    return spec[2] if len(spec) > 2 else (1 if isinstance(lo, int) else (hi - lo) / 100)
+
+
+def _check(name: str, spec: Any) -> None:
+    if isinstance(spec, tuple):
+        if len(spec) not in (2, 3) or not all(isinstance(v, (int, float)) for v in spec):
+            raise ValueError(f"control {name!r}: expected (min, max) or (min, max, step) "
+                             f"numbers, got {spec!r}")
+    elif isinstance(spec, (list, dict)):
+        if not spec:
+            raise ValueError(f"control {name!r}: expected a non-empty list or dict of "
+                             f"options, got {spec!r}")
+    elif not isinstance(spec, bool) and not hasattr(spec, "value"):
+        raise TypeError(f"control {name!r}: expected a (min, max[, step]) tuple, a list or "
+                        f"dict of options, a bool or a widget, got {type(spec).__name__}")
+
+
+def _control(w: Any, name: str, spec: Any, value: Any) -> Any:
+    """One ipywidgets control for an `interact`-style abbreviation, set to `value`."""
+    if hasattr(spec, "value"):
+        spec.value = value
+        return spec
+    label = {"description": name, "style": {"description_width": "initial"}}  # not cut short
+    if isinstance(spec, bool):
+        return w.Checkbox(value=bool(value), **label)
+    if isinstance(spec, (list, dict)):
+        return w.Dropdown(options=spec, value=value, **label)
+    lo, hi, step = spec[0], spec[1], _step(spec)
+    kind = w.IntSlider if all(isinstance(v, int) for v in (lo, hi, step)) else w.FloatSlider
+    return kind(min=lo, max=hi, step=step, value=value, continuous_update=False,  # on release
+                **label)
+
+
 def interactive_figure(draw: Callable[..., Any], defaults: dict[str, Any] | None = None,
                        **controls: Any) -> None:
     """Show `draw(**values)` with a widget per control, or once with the defaults.
 
     Controls use ipywidgets' `interact` abbreviations: (min, max, step) for a slider, a
-    list for a dropdown, a bool for a checkbox. `defaults` overrides starting values.
+    list (or dict) for a dropdown, a bool for a checkbox. `defaults` overrides starting
+    values.
     """
+    for name, spec in controls.items():
+        _check(name, spec)
+    unknown = set(defaults or {}) - set(controls)
+    if unknown:
+        raise ValueError(f"defaults for {sorted(unknown)} name no control; the controls are "
+                         f"{sorted(controls)}")
     values = {name: _default(spec) for name, spec in controls.items()}
     values.update(defaults or {})
     if not live_widgets():
@@ -57,10 +115,7 @@ def interactive_figure(draw: Callable[..., Any], defaults: dict[str, Any] | None
     import ipywidgets as w
     from IPython.display import display
 
-    ui = w.interactive(draw, **controls)
-    for control in ui.children[:-1]:  # the last child is the output area
-        if control.description in values:
-            control.value = values[control.description]
-        if hasattr(control, "continuous_update"):
-            control.continuous_update = False  # redraw on release, not on every pixel
-    display(ui)
+    widgets = {name: _control(w, name, spec, values[name]) for name, spec in controls.items()}
+    out = w.interactive_output(draw, widgets)  # draws once now, then on every change
+    display(w.VBox([w.HBox(list(widgets.values()), layout=w.Layout(flex_flow="row wrap")),
+                    out]))

@@ -1,0 +1,233 @@
+"""JupyterLab in a real browser, as students and instructors use it.
+
+Starts JupyterLab the way `python3 tasks.py lab` does (on a temporary copy of the notebooks,
+token-less, on a free localhost port) with live widgets and the quick settings, and drives it
+in headless Chromium through playwright. For each notebook: Run All from the menu, then every
+code cell has run with no error output, every widget has rendered, and changing a control
+re-draws its figure. One screenshot per notebook goes to tests/screenshots/.
+
+Needs a Chromium (`apt-get install chromium`, or RESNET_EDU_CHROMIUM=/path/to/chrome);
+without one the test is skipped and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOTS = ROOT / "tests" / "screenshots"
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"]
+RUN_TIMEOUT_S = 600  # one notebook's Run All; they take seconds to a few minutes
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def _chromium() -> str | None:
+    named = os.environ.get("RESNET_EDU_CHROMIUM")
+    if named:
+        return named if Path(named).is_file() else None
+    return next(filter(None, map(shutil.which, ("chromium", "chromium-browser",
+                                                "google-chrome"))), None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _clear_outputs(source: Path, target: Path) -> None:
+    nb = json.loads(source.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            cell["outputs"], cell["execution_count"] = [], None
+    target.write_text(json.dumps(nb, indent=1))
+
+
+def _tasks():
+    sys.path.insert(0, str(ROOT))
+    try:
+        import tasks
+    finally:
+        sys.path.remove(str(ROOT))
+    return tasks
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """(base URL, notebook folder) of a JupyterLab started as `python3 tasks.py lab` does."""
+    if _chromium() is None:
+        pytest.skip("no Chromium found (apt-get install chromium, or set RESNET_EDU_CHROMIUM): "
+                    "the JupyterLab browser test is skipped")
+    pytest.importorskip("playwright", reason="playwright is not installed (the test extra)")
+    tmp = tmp_path_factory.mktemp("lab")
+    (tmp / "notebooks").mkdir()
+    for nb in NOTEBOOKS:  # without stored outputs, so that every output seen is from this run
+        _clear_outputs(nb, tmp / "notebooks" / nb.name)
+    shutil.copytree(ROOT / "results", tmp / "results")  # notebooks read ../results
+    settings = tmp / "user-settings" / "@jupyterlab" / "notebook-extension"
+    settings.mkdir(parents=True)
+    # every cell in the page, so that the test sees all of them without scrolling
+    (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
+    port = _free_port()
+    env = dict(os.environ, RESNET_EDU_STATIC="0", RESNET_EDU_QUICK="1", CI="true",
+               PYTHONHASHSEED="0", JUPYTERLAB_SETTINGS_DIR=str(tmp / "user-settings"),
+               JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"), JUPYTER_RUNTIME_DIR=str(
+                   tmp / "runtime"), OMP_NUM_THREADS="2")
+    command = [*_tasks().lab_command(tmp / "notebooks"), "--no-browser", "--ip=127.0.0.1",
+               f"--port={port}", "--ServerApp.token=", "--ServerApp.password=",
+               "--ServerApp.port_retries=0"]
+    log = open(tmp / "jupyter.log", "w")  # noqa: SIM115 (closed below)
+    server = subprocess.Popen(command, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{base}/api/status", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, (tmp / "jupyter.log").read_text()[-3000:]
+                time.sleep(0.5)
+        yield base, tmp / "notebooks"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page(lab, tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),  # an empty user-data-dir
+            executable_path=_chromium(), headless=True, args=CHROMIUM_FLAGS,
+            viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        yield page
+        context.close()
+
+
+def _wait_for_lab(page) -> None:
+    """Until the notebook is open and its kernel has started and is idle."""
+    page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell")
+    page.wait_for_function("() => document.querySelector('#jp-main-statusbar')?.innerText"
+                           ".includes('(ipykernel) | Idle')", timeout=180_000, polling=500)
+
+
+def _popups(page) -> list[str]:
+    return page.eval_on_selector_all(".Toastify__toast, .jp-Dialog",
+                                     "els => els.map(e => e.innerText)")
+
+
+def test_lab_opens_the_first_notebook_without_popups(lab, page):
+    base, _ = lab
+    page.goto(f"{base}/")  # where `python3 tasks.py lab` points the browser
+    _wait_for_lab(page)
+    page.wait_for_timeout(3000)  # the news prompt, when on, shows up soon after start-up
+    current = page.inner_text(".jp-mod-current .lm-TabBar-tabLabel, "
+                              ".lm-TabBar-tab.jp-mod-current .lm-TabBar-tabLabel")
+    assert current == "00_start_here.ipynb"
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "lab_start.png"))
+    assert _popups(page) == []
+    _shut_down_kernels(page, base)
+
+
+def _shut_down_kernels(page, base: str) -> None:
+    page.evaluate("""async base => {
+        const sessions = await (await fetch(base + '/api/sessions')).json();
+        await Promise.all(sessions.map(s =>
+            fetch(base + '/api/sessions/' + s.id, {method: 'DELETE'})));
+    }""", base)
+
+
+def _change_a_control(page, view):
+    """Change the view's first dropdown (else its first slider); say what changed."""
+    dropdown = view.locator(".widget-dropdown select")
+    if dropdown.count():
+        select = dropdown.first
+        index = select.evaluate("s => s.selectedIndex")
+        select.select_option(index=0 if index else 1)
+        return f"dropdown -> {select.evaluate('s => s.value')}"
+    readout = view.locator(".widget-slider .widget-readout").first
+    low = view.locator(".widget-slider").first.evaluate(
+        "s => s.querySelector('[aria-valuemin]')?.getAttribute('aria-valuemin')")
+    value = readout.inner_text().strip()
+    new = str(int(float(low or 0)) + 1) if value != str(int(float(low or 0)) + 1) else low
+    readout.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type(new)
+    page.keyboard.press("Enter")
+    return f"slider {value} -> {new}"
+
+
+@pytest.mark.parametrize("notebook", [nb.name for nb in NOTEBOOKS])
+def test_run_all_in_jupyterlab(lab, page, notebook):
+    from playwright.sync_api import expect
+
+    base, folder = lab
+    page.goto(f"{base}/lab/tree/{notebook}?reset")
+    _wait_for_lab(page)
+    assert _popups(page) == []
+    page.click(".lm-MenuBar-item:has-text('Run')")  # the menu bar: Run → Run All Cells
+    page.click(".lm-Menu-item[data-command='runmenu:run-all']")
+    prompts = ("[...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')]"
+               ".map(p => p.innerText)")
+    # queued cells show [*]; Run All stops at a cell that raises, so wait for no [*] left
+    page.wait_for_function(f"() => {prompts}.some(p => /\\*|\\d/.test(p))", polling=200)
+    page.wait_for_function(
+        f"() => !{prompts}.some(p => p.includes('*')) && document.querySelector("
+        "'#jp-main-statusbar')?.innerText.includes('| Idle')",
+        timeout=RUN_TIMEOUT_S * 1000, polling=500)
+    page.keyboard.press("Control+s")
+    for _ in range(60):  # the saved file: every code cell has run (or 30 s have passed)
+        code = [c for c in json.loads((folder / notebook).read_text())["cells"]
+                if c["cell_type"] == "code"]
+        if all(c["execution_count"] for c in code):
+            break
+        page.wait_for_timeout(500)
+    errors = [o for c in code for o in c["outputs"] if o["output_type"] == "error"]
+    assert all(c["execution_count"] for c in code), "some code cells did not run"
+    assert not errors, "\n".join(f"{e['ename']}: {e['evalue']}" for e in errors)
+    assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
+                        ":has-text('Traceback')").count() == 0
+
+    widget_outputs = sum(WIDGET_MIME in o.get("data", {}) for c in code for o in c["outputs"])
+    views = page.locator(".jp-OutputArea-output:has(> .jupyter-widgets)")  # a rendered view
+    expect(views).to_have_count(widget_outputs, timeout=30_000)  # rendered after the run
+    for i in range(views.count()):
+        view = views.nth(i)
+        text = view.inner_text()
+        assert "Error displaying widget" not in text and "Loading widget" not in text, text
+        assert view.locator(".widget-dropdown, .widget-slider, .widget-checkbox").count()
+        image = view.locator(".widget-output img")
+        image.first.wait_for()
+        before = image.first.get_attribute("src")
+        change = _change_a_control(page, view)
+        page.wait_for_function(
+            "([view, before]) => { const img = view.querySelector('.widget-output img');"
+            " return img && img.src !== before; }",
+            arg=[view.element_handle(), before], timeout=120_000)
+        print(f"{notebook}: {change} re-drew the figure")
+        view.scroll_into_view_if_needed()
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / notebook.replace(".ipynb", ".png")))
+    _shut_down_kernels(page, base)

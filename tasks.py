@@ -147,9 +147,9 @@ def build_site(out: Path, python: Path) -> int:
     for md in sorted((ROOT / "docs").glob("*.md")):
         shutil.copy2(md, src / md.name)
     (src / "index.md").write_text(
-        "# resnet-edu\n\nResidual networks, derived, measured and trained. Each page is a "
+        "# Contents\n\nResidual networks, derived, measured and trained. Each page is a "
         "notebook with the outputs of its last full run; the *Open in Colab* badge at the top "
-        "of each runs it live.\n\n## Contents\n\n" + "\n".join(rows)
+        "of each runs it live.\n\n" + "\n".join(rows)
         + "\n\nFor instructors: [the teaching guide](teaching.md).\n", encoding="utf-8")
     mathjax = subprocess.run(
         [str(python), "-c", "import jupyter_server_mathjax, pathlib; "

@@ -7,8 +7,13 @@ and, for contributors:
 
     python3 tasks.py notebooks [NOTEBOOK ...]   # re-run notebooks and save their outputs
 
+and, for instructors (docs/teaching.md):
+
+    python3 tasks.py student OUT_DIR   # clean copies for live coding: outputs cleared
+    python3 tasks.py site [OUT_DIR]    # the series as a static website (default build/site)
+
 Set-up creates `.venv/` at the repository root, installs the package in editable mode with
-its lab and test extras, and pins torch/torchvision through `constraints.txt`. It records a
+its lab, test and docs extras, and pins torch/torchvision through `constraints.txt`. It records a
 fingerprint of those files, so a second run skips straight to the command.
 """
 
@@ -52,7 +57,7 @@ def setup() -> None:
     print("Installing resnet-edu and its dependencies (first time: a few minutes) ...", flush=True)
     subprocess.run(
         [str(PY), "-m", "pip", "install", "--disable-pip-version-check",
-         "-c", str(ROOT / "constraints.txt"), "-e", f"{ROOT}[lab,test]"],
+         "-c", str(ROOT / "constraints.txt"), "-e", f"{ROOT}[lab,test,docs]"],
         check=True,
     )
     _install_ipywidgets7()
@@ -133,7 +138,102 @@ def notebooks(paths: list[str]) -> int:
     )
 
 
+def student(out: Path) -> int:
+    """Write student copies: same cells and slide metadata, outputs and counts cleared,
+    solutions left in their collapsed <details> cells. Needs only the standard library.
+
+    The copies go to OUT/notebooks/ beside a copy of results/, the same layout as the
+    repository, so cells that read ../results/ still find it."""
+    import json
+    import shutil
+
+    if out.resolve() in (ROOT, ROOT / "notebooks"):
+        print(f"student: OUT_DIR must not be the repository or its notebooks/ (got {out})")
+        return 2
+    (out / "notebooks").mkdir(parents=True, exist_ok=True)
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        for cell in nb["cells"]:
+            cell["metadata"].pop("execution", None)
+            if cell["cell_type"] == "code":
+                cell["outputs"], cell["execution_count"] = [], None
+            elif isinstance(cell["source"], list):
+                cell["source"] = [line.replace("<details open>", "<details>")
+                                  for line in cell["source"]]
+        (out / "notebooks" / path.name).write_text(
+            json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    shutil.copytree(ROOT / "results", out / "results", dirs_exist_ok=True)
+    print(f"student copies in {out / 'notebooks'}, results/ beside them")
+    return 0
+
+
+COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+LOCAL_BADGE = (  # drawn here so that the badge shows on a site opened without a network
+    '<svg xmlns="http://www.w3.org/2000/svg" width="117" height="20" role="img" '
+    'aria-label="Open in Colab"><rect width="117" height="20" rx="3" fill="#444"/>'
+    '<rect x="0" width="30" height="20" rx="3" fill="#f9ab00"/>'
+    '<text x="15" y="14" font-family="Verdana,sans-serif" font-size="11" fill="#fff" '
+    'text-anchor="middle">CO</text><text x="73" y="14" font-family="Verdana,sans-serif" '
+    'font-size="11" fill="#fff" text-anchor="middle">Open in Colab</text></svg>\n')
+
+
+def build_site(out: Path, python: Path) -> int:
+    """Build the website from the committed outputs (nothing is executed), offline, with
+    `python` (an interpreter that has the docs extra).
+
+    mkdocs.yml reads build/site-src/, which this stages: the notebooks, docs/*.md, a contents
+    page made from the notebooks' titles, and MathJax from the jupyter-server-mathjax package
+    (so maths renders without a network). Links between notebooks become links between
+    pages, and the Colab badge image is a local copy (its link still goes to Colab)."""
+    import json
+    import shutil
+
+    src = ROOT / "build" / "site-src"
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir(parents=True)
+    rows = []
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        shutil.copy2(path, src / path.name)
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        title = "".join(cells[0]["source"]).splitlines()[0].lstrip("# ").strip()
+        rows.append(f"- [{title}]({path.stem}.ipynb)")
+    for md in sorted((ROOT / "docs").glob("*.md")):
+        shutil.copy2(md, src / md.name)
+    (src / "index.md").write_text(
+        "# Contents\n\nResidual networks, derived, measured and trained. Each page is a "
+        "notebook with the outputs of its last full run; the *Open in Colab* badge at the top "
+        "of each runs it live.\n\n" + "\n".join(rows)
+        + "\n\nFor instructors: [the teaching guide](teaching.md).\n", encoding="utf-8")
+    mathjax = subprocess.run(
+        [str(python), "-c", "import jupyter_server_mathjax, pathlib; "
+         "print(pathlib.Path(jupyter_server_mathjax.__file__).parent / 'static')"],
+        check=True, capture_output=True, text=True).stdout.strip()
+    shutil.copytree(mathjax, src / "mathjax")
+    (src / "colab-badge.svg").write_text(LOCAL_BADGE, encoding="utf-8")
+    out = out.resolve()
+    rc = subprocess.call([str(python), "-m", "mkdocs", "build", "--clean", "--quiet",
+                          "-f", str(ROOT / "mkdocs.yml"), "-d", str(out)], cwd=ROOT)
+    if rc != 0:
+        return rc
+    for page in out.glob("*.html"):
+        text = page.read_text(encoding="utf-8").replace(COLAB_BADGE, "colab-badge.svg")
+        for nb in (ROOT / "notebooks").glob("*.ipynb"):
+            text = text.replace(f'href="{nb.name}', f'href="{nb.stem}.html')
+        page.write_text(text, encoding="utf-8")
+    print(f"site in {out} (open {out / 'index.html'})")
+    return 0
+
+
+def site(out: Path) -> int:
+    setup()
+    return build_site(out, PY)
+
+
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "student" and len(argv) == 2:
+        return student(Path(argv[1]))
+    if argv and argv[0] == "site" and len(argv) <= 2:
+        return site(Path(argv[1]) if len(argv) == 2 else ROOT / "build" / "site")
     if not argv or argv[0] not in {"lab", "test", "setup", "notebooks"}:
         print(__doc__)
         return 2

@@ -3,6 +3,10 @@
     python -m resnet_edu train --preset cpu --data-dir DIR --out runs/cpu
     python -m resnet_edu evaluate runs/cpu/checkpoint.pt --data-dir DIR
     python -m resnet_edu download [--data-dir DIR]
+
+Every argument is checked before any work starts. A mistake ends with one line on stderr
+that names the option and says what to do, and exit code 2; a diverged training exits
+with 1, a Ctrl-C with 130 after saying where the checkpoint is.
 """
 
 from __future__ import annotations
@@ -15,22 +19,41 @@ from pathlib import Path
 
 from .train import PRESETS
 
+EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+
+
+class UsageError(Exception):
+    """A command-line mistake; the message names the option and says what to do."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (and exit code 2, as argparse has)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"error: {message} (see `{self.prog} --help`)\n")
+
 
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None,
-                   help="folder holding cifar-10-batches-py/ (or that folder itself); default: "
-                        "$RESNET_EDU_DATA, else data/cifar10/ in the repository")
+                   help="folder holding cifar-10-batches-py/ (or that folder itself); only that "
+                        "folder is used when given; default: $RESNET_EDU_DATA, else "
+                        "data/cifar10/ in the repository")
     p.add_argument("--sample", action="store_true",
-                   help="use the small sample shipped in data/cifar10-sample/ instead")
+                   help="use the small sample shipped with the package (2,000 training and "
+                        "1,000 test images) instead")
     p.add_argument("--download", action="store_true",
                    help="download CIFAR-10 with torchvision if it is not found")
+    p.add_argument("--val-size", type=int, default=None,
+                   help="training images held out for validation; default: a tenth (5,000 of "
+                        "CIFAR-10, 200 of the sample)")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m resnet_edu",
         description="Train and evaluate ResNet-18 on CIFAR-10 (the resnet-edu trainer).")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a preset; writes history.json and checkpoint.pt",
                        description="Train ResNet-18 (CIFAR stem) with a named recipe. Resumes "
@@ -40,9 +63,14 @@ def _parser() -> argparse.ArgumentParser:
                         "resizing, for a laptop CPU) or smoke (seconds); default: cpu")
     _data_args(t)
     t.add_argument("--out", required=True, help="output folder for checkpoint.pt, history.json "
-                                                "and final.json")
+                                                "and final.json (one training at a time)")
     t.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
-    t.add_argument("--seed", type=int, default=None, help="override the preset's seed (0)")
+    t.add_argument("--seed", type=int, default=None,
+                   help="override the preset's seed (0); from 0 to 2**32 - 1")
+    t.add_argument("--lr", type=float, default=None, help="override the preset's peak "
+                                                          "learning rate")
+    t.add_argument("--weight-decay", type=float, default=None,
+                   help="override the preset's weight decay")
     t.add_argument("--compile", action="store_true", help="torch.compile the model")
     t.add_argument("--no-resume", action="store_true",
                    help="start from scratch even if OUT/checkpoint.pt exists (overwrites it)")
@@ -65,65 +93,133 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace):
-    from .data import load_cifar10, load_sample
+# --- checks, before any work ---------------------------------------------------------------
 
-    return load_sample() if args.sample else load_cifar10(args.data_dir, args.download)
+def _check(check, flag: str, value, **limits):
+    """Run a `resnet_edu.checks` function, turning its ValueError into a UsageError."""
+    try:
+        return check(flag, value, **limits)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+_HOW_TO_GET_DATA = ("point --data-dir at the folder holding cifar-10-batches-py/, add "
+                    "--download to fetch it (170 MB), or use --sample for the small sample "
+                    "shipped with the package")
+
+
+def _check_data_args(args: argparse.Namespace) -> None:
+    from .checks import check_int
+    from .data import LAYOUT, missing_files
+
+    if args.val_size is not None:
+        _check(check_int, "--val-size", args.val_size, low=0)
+    if args.sample and (args.data_dir is not None or args.download):
+        raise UsageError("--sample uses the shipped sample: leave out --data-dir and --download")
+    if args.data_dir is not None and not args.download:
+        missing = missing_files(args.data_dir)
+        if missing:  # no silent fallback to another copy: the user said where the data is
+            where = Path(args.data_dir).expanduser()
+            found = "no such folder" if not where.exists() else f"missing {', '.join(missing)}"
+            raise UsageError(f"--data-dir {args.data_dir}: no complete CIFAR-10 copy there "
+                             f"(looked for {LAYOUT}/ in it, or it being one: {found}); "
+                             + _HOW_TO_GET_DATA)
 
 
 def _device(name: str | None):
-    import torch
-
+    from .checks import check_device
     from .runtime import default_device
 
-    return torch.device(name) if name else default_device()
+    if name is None:
+        return default_device()
+    try:
+        return check_device(name, "--device")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
+
+def _load(args: argparse.Namespace):
+    from . import data
+
+    try:
+        if args.sample:
+            return data.load_sample(**({} if args.val_size is None else
+                                       {"val_size": args.val_size}))
+        return data.load_cifar10(args.data_dir, args.download, val_size=args.val_size)
+    except data.DatasetError as e:
+        message = str(e)
+        how = getattr(data, "_HOW_TO_GET", None)  # the Python-API advice becomes CLI advice
+        if how:
+            message = message.replace(how, _HOW_TO_GET_DATA[0].upper() + _HOW_TO_GET_DATA[1:])
+        raise data.DatasetError(message) from None
+    except ValueError as e:  # the only other ValueError: a --val-size too large for the data
+        raise UsageError(str(e).replace("val_size", "--val-size", 1)) from None
+
+
+# --- the commands --------------------------------------------------------------------------
 
 def train(args: argparse.Namespace) -> int:
     import time
 
+    from .checkpoints import lock_out_dir, prepare_out_dir
+    from .checks import SEED_MAX, check_float, check_int
     from .runtime import seed_everything
     from .train import build_model, evaluate, fit, preset
 
-    changes = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None}
+    if args.epochs is not None:
+        _check(check_int, "--epochs", args.epochs, low=1)
+    if args.seed is not None:
+        _check(check_int, "--seed", args.seed, low=0, high=SEED_MAX)
+    if args.lr is not None:
+        _check(check_float, "--lr", args.lr, low=0, low_open=True)
+    if args.weight_decay is not None:
+        _check(check_float, "--weight-decay", args.weight_decay, low=0)
+    _check_data_args(args)
+    device = _device(args.device)
+    changes = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed), ("lr", args.lr),
+                                 ("weight_decay", args.weight_decay)) if v is not None}
     if args.compile:
         changes["compile"] = True
     config = preset(args.preset, **changes)
-    device = _device(args.device)
-    t0 = time.perf_counter()
-    data = _load(args)
-    load_time = time.perf_counter() - t0
-    print(f"data: {len(data.train)} train, {len(data.val)} val, {len(data.test)} test images "
-          f"from {data.source} ({load_time:.1f} s)")
-    seed_everything(config.seed)
-    model = build_model(config)
-    history = fit(model, data, config, out_dir=args.out, device=device,
-                  resume=not args.no_resume, progress=not args.no_progress)
-    test = evaluate(model, data.test, device=device, tta=True, channels_last=config.channels_last,
-                    amp=config.amp)
-    final = {"preset": config.name, "hardware": history.hardware,
-             "data_load_s": round(load_time, 2),
-             "train_time_s": round(history.last.get("train_time_s", 0.0), 1),
-             "test_acc": round(test["acc"], 4), "test_acc_tta": round(test["acc_tta"], 4)}
-    Path(args.out, "final.json").write_text(json.dumps(final, indent=1))
+    out = prepare_out_dir(args.out, name="--out")
+    with lock_out_dir(out):  # refused at once if another training writes there
+        t0 = time.perf_counter()
+        data = _load(args)
+        load_time = time.perf_counter() - t0
+        print(f"data: {len(data.train)} train, {len(data.val)} val, {len(data.test)} test "
+              f"images from {data.source} ({load_time:.1f} s)")
+        seed_everything(config.seed)
+        model = build_model(config)
+        splits = ("val",) if len(data.val) else ()
+        history = fit(model, data, config, out_dir=out, device=device, eval_splits=splits,
+                      resume=not args.no_resume, progress=not args.no_progress)
+        test = evaluate(model, data.test, device=device, tta=True,
+                        channels_last=config.channels_last, amp=config.amp)
+        final = {"preset": config.name, "hardware": history.hardware,
+                 "data_load_s": round(load_time, 2),
+                 "train_time_s": round(history.last.get("train_time_s", 0.0), 1),
+                 "test_acc": round(test["acc"], 4), "test_acc_tta": round(test["acc_tta"], 4)}
+        Path(out, "final.json").write_text(json.dumps(final, indent=1))
     print(json.dumps(final))
     return 0
 
 
 def evaluate_cmd(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, build_model, evaluate, load_checkpoint
+    from .checkpoints import load_checkpoint, load_weights
+    from .train import build_model, config_from_checkpoint, evaluate
 
+    _check_data_args(args)
+    device = _device(args.device)
     state = load_checkpoint(args.checkpoint)
-    config = TrainConfig(**state["config"])
+    config = config_from_checkpoint(state, args.checkpoint)
     model = build_model(config)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise SystemExit(f"{args.checkpoint} does not hold a ResNet-18 of width "
-                         f"{config.width} as `train` writes it: {e}") from e
+    load_weights(model, state["model"], args.checkpoint)
     data = _load(args)
     split = getattr(data, args.split)
-    result = evaluate(model, split, device=_device(args.device), tta=True)
+    if len(split) == 0:
+        raise UsageError(f"--split {args.split}: the {args.split} split is empty "
+                         "(--val-size 0); choose another split or a --val-size above 0")
+    result = evaluate(model, split, device=device, tta=True)
     result = {"checkpoint": str(args.checkpoint), "epoch": int(state["epoch"]),
               "split": args.split, "images": len(split),
               **{k: round(v, 4) for k, v in result.items()}}
@@ -139,9 +235,31 @@ def download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupted(args: argparse.Namespace) -> int:
+    """After Ctrl-C: where the last checkpoint is and how to go on."""
+    from .checkpoints import CHECKPOINT, CheckpointError, load_checkpoint
+
+    if args.command != "train":
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    path = Path(args.out) / CHECKPOINT
+    try:
+        epoch = int(load_checkpoint(path)["epoch"])
+    except CheckpointError:
+        print(f"\ninterrupted before the first checkpoint: nothing was saved in {args.out}",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    again = "the same command again" + (" without --no-resume" if args.no_resume else "")
+    print(f"\ninterrupted: the checkpoint of epoch {epoch} is in {path}; to resume, run "
+          f"{again}", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from .checkpoints import CheckpointError, OutputDirError
     from .data import DatasetError
+    from .train import TrainingDiverged
 
     try:
         if args.command == "train":
@@ -149,9 +267,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "evaluate":
             return evaluate_cmd(args)
         return download(args)
-    except (DatasetError, FileNotFoundError) as e:
+    except (UsageError, DatasetError, CheckpointError, OutputDirError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_USAGE
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return _interrupted(args)
 
 
 if __name__ == "__main__":

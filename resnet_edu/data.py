@@ -15,14 +15,17 @@ use; `load_cifar10_or_sample()` falls back to it, saying so, when the full set i
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from .checks import check_int
 from .locations import default_data_dir, shipped
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -78,11 +81,50 @@ def _batches_dir(path: Path) -> Path:
     return path if path.name == LAYOUT else path / LAYOUT
 
 
+# the only globals a CIFAR-10 batch refers to: NumPy's array rebuilders (old and new module
+# names), and `_codecs.encode`, which protocol-2 pickles use to rebuild bytes
+_BATCH_GLOBALS = {
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    *((m, f) for m in ("numpy.core.multiarray", "numpy._core.multiarray")
+      for f in ("_reconstruct", "scalar")),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles only what a CIFAR-10 batch holds: dicts, lists, str, bytes, ints and NumPy
+    arrays. A file that names any other function or class is refused before anything in it
+    runs (a plain `pickle.load` would call whatever the file names)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _BATCH_GLOBALS:
+            raise DatasetError(
+                f"{self.path} is not a CIFAR-10 batch: it asks to load `{module}.{name}`, which "
+                "a batch never contains, so it was refused before running anything; delete it "
+                "and download or unpack the data again"
+            )
+        return super().find_class(module, name)
+
+    def __init__(self, file: Any, **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        self.path = getattr(file, "name", "the file")
+
+
+def missing_files(directory: str | Path) -> list[str]:
+    """The batch files a complete CIFAR-10 copy has that `directory` lacks (empty: complete).
+    `directory` may be the `cifar-10-batches-py` folder or the folder that holds it."""
+    batches = _batches_dir(Path(directory).expanduser())
+    return [name for name in TRAIN_FILES + TEST_FILES if not (batches / name).is_file()]
+
+
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One pickled batch -> (uint8 (N, 3072), int64 (N,)), checked."""
     try:
         with open(path, "rb") as f:
-            raw = pickle.load(f, encoding="bytes")  # the original files are Python 2 pickles
+            # the original files are Python 2 pickles, hence bytes keys
+            raw = _BatchUnpickler(f, encoding="bytes").load()
+    except DatasetError:
+        raise
     except Exception as e:
         raise DatasetError(
             f"{path} is not a readable CIFAR-10 batch ({type(e).__name__}: {e}); "
@@ -170,18 +212,27 @@ _HOW_TO_GET = (
 )
 
 
-def train_val_split(train: ImageSet, val_size: int = 5000, seed: int = 0
+def default_val_size(train_images: int) -> int:
+    """A tenth of the training images: 5,000 of CIFAR-10's 50,000, 200 of the sample's 2,000."""
+    return train_images // 10
+
+
+def train_val_split(train: ImageSet, val_size: int | None = None, seed: int = 0
                     ) -> tuple[ImageSet, ImageSet]:
-    """Hold out `val_size` training images (a fixed random choice) for choosing settings."""
-    if not 0 <= val_size < len(train):
-        raise ValueError(f"val_size must be in [0, {len(train)}), got {val_size}")
+    """Hold out `val_size` training images (a fixed random choice) for choosing settings;
+    None holds out a tenth (`default_val_size`)."""
+    if val_size is None:
+        val_size = default_val_size(len(train))
+    val_size = check_int(f"val_size (the training set has {len(train):,} images)", val_size,
+                         low=0, high=len(train) - 1)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
     return train.subset(order[val_size:]), train.subset(order[:val_size])
 
 
 def load_cifar10(data_dir: str | Path | None = None, download: bool = False,
-                 val_size: int = 5000, seed: int = 0) -> Cifar10:
-    """CIFAR-10 as uint8 tensors: train (50k - val_size), val (val_size) and test (10k)."""
+                 val_size: int | None = None, seed: int = 0) -> Cifar10:
+    """CIFAR-10 as uint8 tensors: train (50k - val_size), val (val_size, default 5,000: a
+    tenth) and test (10k)."""
     directory = find_cifar10(data_dir, download)
     train, val = train_val_split(read_split(directory, TRAIN_FILES), val_size, seed)
     return Cifar10(train, val, read_split(directory, TEST_FILES), str(directory))
@@ -216,6 +267,17 @@ def _shown(path: Path) -> str:
     """A path as a reader wants it: `~/...` for the home folder."""
     home = Path.home()
     return f"~/{path.relative_to(home)}" if path.is_relative_to(home) else str(path)
+
+
+def fingerprint(data: Cifar10) -> str:
+    """A short hash of the training and validation images and labels, with their counts: equal
+    for the same data read from any folder, different for another copy, split or sample."""
+    h = hashlib.sha256()
+    for part in (data.train, data.val):
+        h.update(f"{len(part)}:".encode())
+        h.update(part.labels.contiguous().numpy())
+        h.update(part.images.contiguous().numpy())
+    return h.hexdigest()[:16]
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,7 @@ from .blocks import (
     check_positive_int,
     plain_twin,
 )
+from .checks import check_float_images
 from .shortcuts import NormLayer, check_shortcut_option
 
 INITS = ("kaiming", "default")
@@ -119,6 +120,7 @@ class ResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_batch(x, self.in_channels, type(self).__name__)
+        check_float_images(x, type(self).__name__)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, w, H/4, W/4) or (B, w, H, W)
         x = self.layer1(x)  # (B, w*e, ., .)
         x = self.layer2(x)  # (B, 2w*e, /2, /2)
@@ -210,6 +212,7 @@ class CifarResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_batch(x, self.in_channels, type(self).__name__)
+        check_float_images(x, type(self).__name__)
         x = self.conv1(x)  # (B, w, 32, 32)
         if not self.preact:
             x = self.relu(self.bn1(x))

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -43,7 +42,20 @@ import torch
 from torch import nn
 
 from .augment import DeviceLoader
-from .data import Cifar10, ImageSet
+from .checkpoints import (
+    CHECKPOINT,
+    HISTORY,
+    CheckpointError,
+    atomic_write,
+    load_checkpoint,
+    load_weights,
+    lock_out_dir,
+    prepare_out_dir,
+    remove_stale_temp_files,
+    save_checkpoint,
+)
+from .checks import SEED_MAX, check_device, check_float, check_int
+from .data import Cifar10, ImageSet, fingerprint
 from .runtime import (
     cpu_has_native_bf16,
     cuda_has_native_bf16,
@@ -54,8 +66,8 @@ from .runtime import (
 
 SCHEDULES = ("onecycle", "cosine", "constant")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
-CHECKPOINT = "checkpoint.pt"
-HISTORY = "history.json"
+DIVERGENCE_FACTOR = 10  # training stops when the loss exceeds 10x its starting value
+DIVERGENCE_CHECK_EVERY = 10  # steps between checks (each check waits for the device)
 
 
 @dataclass(frozen=True)
@@ -88,29 +100,23 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        positive = ("width", "epochs", "batch_size", "eval_batch_size")
-        for name in positive:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("width", "epochs", "batch_size", "eval_batch_size"):
+            check_int(name, getattr(self, name), low=1)
+        for name in ("full_resolution_epochs", "padding", "cutout"):
+            check_int(name, getattr(self, name), low=0)
+        check_int("seed", self.seed, low=0, high=SEED_MAX)
+        check_int("min_resolution", self.min_resolution, low=8, high=32)
+        if self.train_subset is not None:
+            check_int("train_subset", self.train_subset, low=1)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        check_float("lr", self.lr, low=0, low_open=True)
+        check_float("weight_decay", self.weight_decay, low=0)
         for name in ("warmup", "momentum", "label_smoothing"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if not 0 <= self.final_lr_fraction <= 1:
-            raise ValueError(f"final_lr_fraction must be in [0, 1], got {self.final_lr_fraction}")
-        if self.weight_decay < 0 or self.padding < 0 or self.cutout < 0:
-            raise ValueError("weight_decay, padding and cutout must be >= 0, got "
-                             f"{self.weight_decay}, {self.padding}, {self.cutout}")
-        if not 8 <= self.min_resolution <= 32:
-            raise ValueError(f"min_resolution must be in 8..32, got {self.min_resolution}")
-        if self.train_subset is not None and self.train_subset < 1:
-            raise ValueError(f"train_subset must be None or >= 1, got {self.train_subset}")
+            check_float(name, getattr(self, name), low=0, high=1, high_open=True)
+        check_float("final_lr_fraction", self.final_lr_fraction, low=0, high=1)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -133,6 +139,19 @@ PRESETS: dict[str, TrainConfig] = {
     "smoke": TrainConfig(name="smoke", width=8, epochs=2, batch_size=128, lr=0.2,
                          warmup=0.3, train_subset=512, eval_batch_size=512, amp="off"),
 }
+
+
+def config_from_checkpoint(state: dict[str, Any], path: str | Path) -> TrainConfig:
+    """The `TrainConfig` a checkpoint was written with (fields it lacks take their defaults)."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(state["config"]) - known)
+    if unknown:
+        raise CheckpointError(f"{path} was written by another version of resnet-edu: its recipe "
+                              f"has fields this version does not know ({', '.join(unknown)})")
+    try:
+        return TrainConfig(**state["config"])
+    except ValueError as e:
+        raise CheckpointError(f"{path} holds an invalid recipe: {e}") from None
 
 
 def preset(name: str, **changes: Any) -> TrainConfig:
@@ -260,36 +279,13 @@ class History:
         return {"config": self.config, "hardware": self.hardware, "epochs": self.epochs}
 
     def save(self, path: str | Path) -> None:
-        _atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1))
+        text = json.dumps(self.to_dict(), indent=1)
+        atomic_write(path, lambda f: f.write(text.encode()))
 
     @classmethod
     def load(cls, path: str | Path) -> History:
         d = json.loads(Path(path).read_text())
         return cls(d["config"], d.get("hardware", ""), d["epochs"])
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write `state` atomically: to a temporary file first, then renamed over `path`, so an
-    interruption leaves either the old checkpoint or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint on the CPU with `weights_only=True` (no arbitrary code runs)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 # --- evaluation ---------------------------------------------------------------------------
@@ -363,17 +359,39 @@ def _progress_bar(total: int, desc: str, enabled: bool):
                 mininterval=0.5 if interactive else 30, dynamic_ncols=True)
 
 
-def _check_resume(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
-    now = config.to_dict()
+_START_OVER = "start over in another output folder, or with --no-resume (resume=False in Python)"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became non-finite or grew far above its starting value: the learning rate is
+    too high for this model and batch size."""
+
+
+def data_identity(data: Cifar10) -> dict[str, Any]:
+    """What a checkpoint records about its data: where it was read and a fingerprint."""
+    return {"source": data.source, "train": len(data.train), "val": len(data.val),
+            "fingerprint": fingerprint(data)}
+
+
+def _check_resume(state: dict[str, Any], config: TrainConfig, data: dict[str, Any],
+                  path: Path) -> None:
+    saved, now = state["config"], config.to_dict()
     differ = sorted(k for k in now if saved.get(k) != now[k])
     if differ:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in differ)
-        raise ValueError(f"{path} was written with a different config ({detail}); resuming "
-                         "would not reproduce the run: use another out_dir or resume=False")
+        raise CheckpointError(f"{path} was written with a different recipe ({detail}); "
+                              f"resuming would not reproduce the run: {_START_OVER}")
+    before = state.get("data")  # checkpoints written before data identities had none
+    if before is not None and before.get("fingerprint") != data["fingerprint"]:
+        raise CheckpointError(
+            f"{path} was trained on other data ({before.get('train')} training and "
+            f"{before.get('val')} validation images from {before.get('source')}; now "
+            f"{data['train']} and {data['val']} from {data['source']}); resuming would mix "
+            f"the two in one run: use the same data as before, or {_START_OVER}")
 
 
 def fit(model: nn.Module, data: Cifar10, config: TrainConfig, *,
-        out_dir: str | Path | None = None, device: torch.device | None = None,
+        out_dir: str | Path | None = None, device: torch.device | str | None = None,
         resume: bool = True, eval_splits: Sequence[str] = ("val",), progress: bool = True,
         verbose: bool = True,
         callbacks: Iterable[Callable[[History], None]] = ()) -> History:
@@ -382,12 +400,34 @@ def fit(model: nn.Module, data: Cifar10, config: TrainConfig, *,
     After each epoch: evaluate the `eval_splits` ('val', 'test', 'train'), append a record,
     call each callback with the history, and (if `out_dir`) write `history.json` and
     `checkpoint.pt`. With `resume` and a checkpoint in `out_dir`, training continues from it
-    (a finished run returns at once). `model` is trained in place and left on `device`.
+    (a finished run returns at once); a checkpoint of another recipe or other data is
+    refused. `model` is trained in place and left on `device`.
+
+    Checked before any work: the device exists, `out_dir` is a writable folder that no other
+    training uses (it holds a lock while training), the evaluated splits are not empty.
+    A loss that becomes non-finite or exceeds 10x its starting value raises
+    `TrainingDiverged`; the last checkpoint written stays as it was.
     """
     for split in eval_splits:
         if split not in ("train", "val", "test"):
             raise ValueError(f"eval_splits must name 'train', 'val' or 'test', got {split!r}")
-    device = device or default_device()
+        if len(getattr(data, split)) == 0:
+            raise ValueError(f"eval_splits names {split!r}, but data.{split} has no images: "
+                             "leave it out of eval_splits")
+    device = default_device() if device is None else check_device(device)
+    run = dict(device=device, resume=resume, eval_splits=eval_splits, progress=progress,
+               verbose=verbose, callbacks=callbacks)
+    if out_dir is None:
+        return _fit(model, data, config, out_dir=None, **run)
+    out = prepare_out_dir(out_dir)
+    with lock_out_dir(out):
+        remove_stale_temp_files(out)
+        return _fit(model, data, config, out_dir=out, **run)
+
+
+def _fit(model: nn.Module, data: Cifar10, config: TrainConfig, *, out_dir: Path | None,
+         device: torch.device, resume: bool, eval_splits: Sequence[str], progress: bool,
+         verbose: bool, callbacks: Iterable[Callable[[History], None]]) -> History:
     dtype = resolve_amp(config.amp, device)
     channels_last = config.channels_last and device.type != "mps"
     model.to(device)
@@ -411,20 +451,25 @@ def fit(model: nn.Module, data: Cifar10, config: TrainConfig, *,
     total_steps = config.epochs * len(loader)
     history = History(config.to_dict(), f"{device_name(device)}")
     start_epoch = 0
+    start_loss: float | None = None  # the first step's loss: the divergence guard's reference
     ckpt_path = Path(out_dir) / CHECKPOINT if out_dir is not None else None
+    identity = data_identity(data) if out_dir is not None else None
     if resume and ckpt_path is not None and ckpt_path.is_file():
         state = load_checkpoint(ckpt_path)
-        _check_resume(state["config"], config, ckpt_path)
-        model.load_state_dict(state["model"])
+        _check_resume(state, config, identity, ckpt_path)
+        load_weights(model, state["model"], ckpt_path)
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         history = History(state["config"], history.hardware, list(state["history"]))
         start_epoch = int(state["epoch"])
+        start_loss = state.get("start_loss")
+        if start_loss is None and history.epochs:  # written before the guard existed
+            start_loss = history.epochs[0]["train_loss"]
         if verbose and start_epoch < config.epochs:
             print(f"Resuming from {ckpt_path} after epoch {start_epoch}/{config.epochs}")
         elif verbose:
             print(f"The run in {ckpt_path} is finished ({start_epoch} epochs): loaded it. "
-                  "Use another out_dir or resume=False to train again.")
+                  f"To train again, {_START_OVER}.")
     prior = history.last
     train_time, wall_time = prior.get("train_time_s", 0.0), prior.get("wall_time_s", 0.0)
 
@@ -435,6 +480,7 @@ def fit(model: nn.Module, data: Cifar10, config: TrainConfig, *,
         loader.size = train_resolution(epoch, config)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
+        peak = torch.zeros((), device=device)  # the epoch's largest loss (nan if any is nan)
         seen = 0
         bar = _progress_bar(len(loader), f"epoch {epoch + 1}/{config.epochs}", progress)
         for i, (x, y) in enumerate(loader):  # x: (B, 3, S, S) float, y: (B,)
@@ -451,6 +497,11 @@ def fit(model: nn.Module, data: Cifar10, config: TrainConfig, *,
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
+            peak = torch.maximum(peak, loss.detach())
+            if start_loss is None:  # the reference: at least ln(classes), a guess's loss
+                start_loss = max(loss.item(), math.log(logits.shape[1]))
+            if i % DIVERGENCE_CHECK_EVERY == 0 or i == len(loader) - 1:
+                _check_divergence(peak.item(), start_loss, epoch, config, ckpt_path)
             bar.update(1)
             if i % 20 == 0 and bar.disable is False:
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3f}")
@@ -483,8 +534,23 @@ def fit(model: nn.Module, data: Cifar10, config: TrainConfig, *,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(), "epoch": epoch + 1,
                 "config": config.to_dict(), "history": history.epochs,
+                "data": identity, "start_loss": start_loss,
             })
             history.save(Path(out_dir) / HISTORY)
         for callback in callbacks:
             callback(history)
     return history
+
+
+def _check_divergence(loss: float, start: float, epoch: int, config: TrainConfig,
+                      ckpt_path: Path | None) -> None:
+    if math.isfinite(loss) and loss <= DIVERGENCE_FACTOR * start:
+        return
+    if ckpt_path is not None and epoch > 0:
+        kept = f"the checkpoint of epoch {epoch} in {ckpt_path} is kept as it was"
+    else:
+        kept = "no checkpoint was written"
+    raise TrainingDiverged(
+        f"training diverged in epoch {epoch + 1}: the loss reached {loss:.3g} (it started at "
+        f"{start:.3g}); the learning rate is too high: lower lr (now {config.lr:g}, try "
+        f"{config.lr / 10:g}) and {_START_OVER}; {kept}")

@@ -12,12 +12,16 @@ from resnet_edu.data import (
     CLASSES,
     LAYOUT,
     SAMPLE_DIR,
+    Cifar10,
     DatasetError,
+    ImageSet,
     classic_transforms,
     dataloader,
     find_cifar10,
+    fingerprint,
     load_cifar10,
     load_sample,
+    missing_files,
     normalize,
 )
 
@@ -84,3 +88,69 @@ def test_classic_dataloader_matches_normalize():
     x, y = next(iter(dataloader(data, 16, train=True)))
     assert x.shape == (16, 3, 32, 32) and x.dtype == torch.float32
     assert len(classic_transforms(True).transforms) == 4  # crop, flip, to float, normalize
+
+
+class _Payload:
+    """What a malicious batch file holds: unpickling it would create `marker`."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_batch_that_would_run_code_is_refused_before_it_runs(copy):
+    marker = copy / "code-ran"
+    batch = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1], b"x": _Payload(marker)}
+    (copy / LAYOUT / "data_batch_1").write_bytes(pickle.dumps(batch))
+    with pytest.raises(DatasetError, match=r"data_batch_1 is not a CIFAR-10 batch: it asks to "
+                                           r"load `(builtins|io)\.open`") as e:
+        load_cifar10(copy)
+    assert "refused before running anything" in str(e.value)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_batches_pickled_by_any_protocol_still_load(copy, protocol):
+    # the original files are Python 2 pickles; copies re-saved by NumPy/pickle today differ
+    rng = np.random.default_rng(0)
+    batch = {b"data": rng.integers(0, 256, (10, 3072), dtype=np.uint8),
+             b"labels": [int(v) for v in rng.integers(0, 10, 10)],
+             b"batch_label": b"testing batch 1 of 1", b"filenames": [b"a.png"] * 10}
+    (copy / LAYOUT / "test_batch").write_bytes(pickle.dumps(batch, protocol=protocol))
+    test = load_cifar10(copy).test
+    assert torch.equal(test.images.flatten(1), torch.from_numpy(batch[b"data"]))
+    assert test.labels.tolist() == batch[b"labels"]
+
+
+@pytest.mark.parametrize(("val_size", "message"), [
+    (10.5, "got 10.5 (float)"), ("100", "got '100' (str)"), (True, "got True (bool)"),
+    (-1, "got -1"), (2000, "must be an integer in [0, 1999], got 2000"),
+])
+def test_val_size_errors_name_the_argument(val_size, message):
+    with pytest.raises(ValueError) as e:
+        load_sample(val_size=val_size)
+    assert str(e.value).startswith("val_size (the training set has 2,000 images) must be an "
+                                   "integer in [0, 1999]")
+    assert message in str(e.value)
+
+
+def test_the_default_validation_split_is_a_tenth(copy):
+    assert (len(load_sample(val_size=None).val), len(load_cifar10(copy).val)) == (200, 200)
+    assert len(load_cifar10(copy, val_size=0).val) == 0
+    assert missing_files(copy) == [] and missing_files(copy / LAYOUT) == []
+    (copy / LAYOUT / "data_batch_2").unlink()
+    assert missing_files(copy) == ["data_batch_2"]
+
+
+def test_fingerprint_tells_data_apart_wherever_it_is_read(copy):
+    same_elsewhere = load_cifar10(copy)
+    sample = load_sample()
+    assert same_elsewhere.source != sample.source
+    assert fingerprint(same_elsewhere) == fingerprint(sample)
+    assert fingerprint(load_sample(val_size=300)) != fingerprint(sample)
+    one_label = sample.train.labels.clone()
+    one_label[0] = (one_label[0] + 1) % 10
+    relabelled = Cifar10(ImageSet(sample.train.images, one_label), sample.val, sample.test, "x")
+    assert fingerprint(relabelled) != fingerprint(sample)

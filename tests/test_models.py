@@ -7,6 +7,7 @@ from torch import nn
 
 from resnet_edu import models
 from resnet_edu.blocks import BasicBlock, Bottleneck, PreActBlock
+from resnet_edu.data import load_sample, normalize
 
 IMAGENET = {
     "resnet18": 11_689_512,
@@ -170,3 +171,15 @@ def test_bad_options_raise_clear_errors(make, message):
 def test_wrong_input_shapes_raise_clear_errors(model, x, message):
     with pytest.raises(ValueError, match=message):
         model(x)
+
+
+@pytest.mark.parametrize("model", [models.resnet18_cifar(width=4), models.cifar_resnet(8),
+                                   models.resnet18()])
+def test_images_as_stored_are_refused_with_the_conversion(model):
+    images = load_sample().test.images[:2]  # uint8, as the package stores images
+    with pytest.raises(TypeError, match=r"expects floating-point images, got torch.uint8: "
+                                        r"convert with `\.float\(\) / 255`"):
+        model(images)
+    with pytest.raises(TypeError, match=r"got torch.int64: convert with `\.float\(\)`"):
+        model(images.long())
+    assert model.eval()(normalize(images)).shape == (2, model.num_classes)

@@ -1,0 +1,88 @@
+"""Checking arguments: each check raises one ValueError that names the argument, says what
+was expected and shows what came.
+
+    check_int("seed", seed, low=0, high=SEED_MAX)
+    check_float("lr", lr, low=0, low_open=True)       # finite and > 0
+    check_device("gpu")                               # ValueError: ... use 'cuda', 'mps' or 'cpu'
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+SEED_MAX = 2**32 - 1  # NumPy's seeds are 32-bit
+
+
+def _interval(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {low}"
+    if high is not None:
+        return f"{'<' if high_open else '<='} {high}"
+    return ""
+
+
+def check_int(name: str, value: object, *, low: int | None = None, high: int | None = None,
+              ) -> int:
+    """`value` if it is an int in [low, high]; bools and floats like 10.5 are refused."""
+    expected = f"{name} must be an integer {_interval(low, high, False, False)}".rstrip()
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{expected}, got {value!r} ({type(value).__name__})")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"{expected}, got {value!r}")
+    return int(value)
+
+
+def check_float(name: str, value: object, *, low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False) -> float:
+    """`value` as a float if it is a finite real number in the interval (nan and inf are not)."""
+    expected = f"{name} must be a finite number {_interval(low, high, low_open, high_open)}"
+    expected = expected.rstrip()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{expected}, got {value!r} ({type(value).__name__})")
+    v = float(value)
+    outside = (not math.isfinite(v)
+               or (low is not None and (v <= low if low_open else v < low))
+               or (high is not None and (v >= high if high_open else v > high)))
+    if outside:
+        raise ValueError(f"{expected}, got {value!r}")
+    return v
+
+
+def check_device(device: str | torch.device, name: str = "device") -> torch.device:
+    """The `torch.device` for `device` if this machine has it (cuda, cuda:1, mps, cpu)."""
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"{name} must be 'cuda', 'mps' or 'cpu' (or 'cuda:N'), "
+                         f"got {device!r}") from None
+    if d.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"{name} {str(d)!r}: PyTorch sees no CUDA GPU on this machine; "
+                             "use 'cpu' (or leave the device out to pick the best one)")
+        if d.index is not None and d.index >= count:
+            raise ValueError(f"{name} {str(d)!r}: this machine has {count} CUDA GPU(s), "
+                             f"numbered 0..{count - 1}")
+    elif d.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if not (mps and mps.is_available()):
+            raise ValueError(f"{name} 'mps': Apple's MPS is not available on this machine; "
+                             "use 'cpu' (or leave the device out to pick the best one)")
+    elif d.type != "cpu":
+        raise ValueError(f"{name} must be 'cuda', 'mps' or 'cpu' (or 'cuda:N'), got {device!r}")
+    return d
+
+
+def check_float_images(x: torch.Tensor, where: str) -> None:
+    """Raise a TypeError unless `x` holds floating-point values (a network computes in
+    floats; images stored as uint8 bytes must be converted first)."""
+    if isinstance(x, torch.Tensor) and not x.is_floating_point():
+        hint = (" convert with `.float() / 255` (then normalize, e.g. with "
+                "resnet_edu.data.normalize)" if x.dtype == torch.uint8 else
+                " convert with `.float()`")
+        raise TypeError(f"{where} expects floating-point images, got {x.dtype}:{hint}")

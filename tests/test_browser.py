@@ -30,7 +30,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update",
                   "--disable-sync"]
-RUN_TIMEOUT_S = 600  # one notebook's Run All; they take seconds to a few minutes
+RUN_TIMEOUT_S = 1500  # one notebook's Run All: minutes on 2 idle cores, far more on a busy machine
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 

@@ -161,7 +161,7 @@ def _stop_after(epochs: int):
 def test_resume_refuses_a_different_recipe(sample, tmp_path):
     fit(_tiny_model(), sample, dataclasses.replace(TINY, epochs=1), out_dir=tmp_path,
         device=torch.device("cpu"), progress=False, verbose=False)
-    with pytest.raises(ValueError, match="different config.*lr"):
+    with pytest.raises(ValueError, match="different recipe.*lr"):
         fit(_tiny_model(), sample, dataclasses.replace(TINY, epochs=1, lr=0.3),
             out_dir=tmp_path, device=torch.device("cpu"), progress=False, verbose=False)
 
@@ -190,3 +190,25 @@ def test_exercise_checks_reject_wrong_answers():
     no_warmup = check_one_cycle(lambda step, total, peak, warmup: peak * (1 - step / total))
     assert not no_warmup and "should be" in no_warmup.message
     assert not check_one_cycle(lambda *args: ...)  # not attempted: feedback, no exception
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"lr": float("inf")}, "lr must be a finite number > 0, got inf"),
+    ({"weight_decay": float("nan")}, "weight_decay must be a finite number >= 0, got nan"),
+    ({"full_resolution_epochs": -1}, "full_resolution_epochs must be an integer >= 0, got -1"),
+    ({"seed": -1}, "seed must be an integer in [0, 4294967295], got -1"),
+    ({"epochs": 2.5}, "epochs must be an integer >= 1, got 2.5 (float)"),
+    ({"min_resolution": 8.5}, "min_resolution must be an integer in [8, 32], got 8.5"),
+])
+def test_recipe_values_are_checked(change, message):
+    with pytest.raises(ValueError) as e:
+        dataclasses.replace(TINY, **change)
+    assert message in str(e.value)
+
+
+def test_fit_checks_device_and_splits_before_training(sample):
+    with pytest.raises(ValueError, match="device must be 'cuda', 'mps' or 'cpu'"):
+        fit(_tiny_model(), sample, TINY, device="gpu")
+    empty = dataclasses.replace(sample, val=sample.val.subset(slice(0, 0)))
+    with pytest.raises(ValueError, match="data.val has no images: leave it out of eval_splits"):
+        fit(_tiny_model(), empty, TINY)

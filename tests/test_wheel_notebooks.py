@@ -101,7 +101,7 @@ def test_notebooks_run_from_the_installed_wheel(tmp_path):
         p.name for p in run.glob("*.ipynb") if p.name != "00_installed_package.ipynb")
     _run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--nbval",
           "--nbval-current-env", "--nbval-sanitize-with", "sanitize.cfg", *notebooks],
-         cwd=run, env=env, timeout=1200)
+         cwd=run, env=env, timeout=3600)
 
     assert _files(target) == installed, "the notebooks wrote into the installed package"
     assert (cache / "resnet-edu" / "runs" / "04_smoke" / "checkpoint.pt").is_file()

@@ -40,18 +40,35 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
+def _cpu_flags(cpuinfo: str | Path) -> list[str]:
+    try:
+        with open(cpuinfo) as f:  # Linux; other systems report no flags
+            return next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return []
+
+
 def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     """True when the CPU computes bfloat16 dot products natively (AVX512-BF16 or AMX).
 
     There, bf16 autocast roughly doubles CPU training speed; elsewhere it is emulated and
     slower than float32, so the trainer only uses it where this is true.
     """
-    try:
-        with open(cpuinfo) as f:  # Linux; other systems report False
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
+    flags = _cpu_flags(cpuinfo)
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def channels_last_trains_safely(device: torch.device,
+                                cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether training in channels_last memory format is safe on `device`.
+
+    CUDA: yes (it is what tensor cores want). MPS: no (slower there). CPU: only with AVX-512.
+    With torch 2.14's oneDNN on an AVX2-only CPU, the weight gradient of a 1x1 convolution in
+    channels_last (the projection shortcut) hangs or crashes; contiguous tensors are fine.
+    """
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and "avx512f" in _cpu_flags(cpuinfo)
 
 
 NATIVE_BF16_CUDA = (8, 0)  # Ampere (A100, RTX 30xx) and newer have bf16 tensor cores

@@ -57,6 +57,7 @@ from .checkpoints import (
 from .checks import SEED_MAX, check_device, check_float, check_int
 from .data import Cifar10, ImageSet, fingerprint
 from .runtime import (
+    channels_last_trains_safely,
     cpu_has_native_bf16,
     cuda_has_native_bf16,
     default_device,
@@ -429,7 +430,7 @@ def _fit(model: nn.Module, data: Cifar10, config: TrainConfig, *, out_dir: Path 
          device: torch.device, resume: bool, eval_splits: Sequence[str], progress: bool,
          verbose: bool, callbacks: Iterable[Callable[[History], None]]) -> History:
     dtype = resolve_amp(config.amp, device)
-    channels_last = config.channels_last and device.type != "mps"
+    channels_last = config.channels_last and channels_last_trains_safely(device)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)

@@ -9,7 +9,12 @@ import torch
 
 from resnet_edu import gradients, runtime, train
 from resnet_edu.gradients import gradient_norms
-from resnet_edu.runtime import cpu_has_native_bf16, cuda_has_native_bf16, supports_float64
+from resnet_edu.runtime import (
+    channels_last_trains_safely,
+    cpu_has_native_bf16,
+    cuda_has_native_bf16,
+    supports_float64,
+)
 from resnet_edu.train import needs_grad_scaler, resolve_amp
 
 CUDA = torch.device("cuda", 0)
@@ -81,6 +86,19 @@ def test_cpu_native_bf16_reads_the_cpu_flags(tmp_path, flags, native):
     info.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n")
     assert cpu_has_native_bf16(info) is native
     assert cpu_has_native_bf16(tmp_path / "absent") is False  # no /proc: not native
+
+
+@pytest.mark.parametrize("flags, safe", [
+    ("fpu sse2 avx2 avx512f avx512_bf16", True),
+    ("fpu sse2 avx2 fma", False),  # AVX2 only: oneDNN's 1x1 weight gradient hangs there
+])
+def test_channels_last_training_only_where_it_is_safe(tmp_path, flags, safe):
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    assert channels_last_trains_safely(torch.device("cpu"), info) is safe
+    assert channels_last_trains_safely(CUDA, info)
+    assert not channels_last_trains_safely(torch.device("mps"), info)
+    assert not channels_last_trains_safely(torch.device("cpu"), tmp_path / "absent")
 
 
 def test_no_float64_on_mps():

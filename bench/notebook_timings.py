@@ -122,7 +122,40 @@ def main() -> int:
         }
         args.out.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+    if args.out == ROOT / "results" / "notebook_timings.json":
+        update_guide(record)
     return 0
+
+
+def update_guide(record: dict, guide: Path = ROOT / "docs" / "teaching.md") -> None:
+    """Rewrite the measured columns of the guide's `<!-- timings NN -->` tables from `record`.
+
+    The section names and the planned minutes are the guide's own; the seconds are the
+    measurements, so they are never typed by hand.
+    """
+    lines = guide.read_text().splitlines()
+    number = None
+    for i, line in enumerate(lines):
+        if line.startswith("<!-- timings "):
+            number = line.split()[2]
+            continue
+        if number is None or not line.startswith("| ") or line.startswith(("| section", "|---")):
+            if not line.startswith("|"):
+                number = None
+            continue
+        name = next((n for n in record["committed"]["notebooks"] if n.startswith(number)), None)
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        for column, key in ((2, "committed"), (3, "quick")):
+            measured = record.get(key, {}).get("notebooks", {}).get(name)
+            if measured is None:
+                cells[column] = "not measured"
+            elif cells[0] == "**total**":
+                cells[column] = f"{measured['total_s']:.1f}"
+            else:
+                seconds = measured["sections_s"].get(cells[0])
+                cells[column] = "—" if seconds is None else f"{seconds:.1f}"
+        lines[i] = "| " + " | ".join(cells) + " |"
+    guide.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -56,17 +55,8 @@ def _clear_outputs(source: Path, target: Path) -> None:
     target.write_text(json.dumps(nb, indent=1))
 
 
-def _tasks():
-    sys.path.insert(0, str(ROOT))
-    try:
-        import tasks
-    finally:
-        sys.path.remove(str(ROOT))
-    return tasks
-
-
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def lab(tasks, tmp_path_factory):
     """(base URL, notebook folder) of a JupyterLab started as `python3 tasks.py lab` does."""
     if _chromium() is None:
         pytest.skip("no Chromium found (apt-get install chromium, or set RESNET_EDU_CHROMIUM): "
@@ -86,7 +76,7 @@ def lab(tmp_path_factory):
                PYTHONHASHSEED="0", JUPYTERLAB_SETTINGS_DIR=str(tmp / "user-settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"), JUPYTER_RUNTIME_DIR=str(
                    tmp / "runtime"), OMP_NUM_THREADS="2")
-    command = [*_tasks().lab_command(tmp / "notebooks"), "--no-browser", "--ip=127.0.0.1",
+    command = [*tasks.lab_command(tmp / "notebooks"), "--no-browser", "--ip=127.0.0.1",
                f"--port={port}", "--ServerApp.token=", "--ServerApp.password=",
                "--ServerApp.port_retries=0"]
     log = open(tmp / "jupyter.log", "w")  # noqa: SIM115 (closed below)

@@ -3,7 +3,6 @@ a contents page, one page per notebook with all of its figures, maths rendered b
 MathJax, Colab links, and nothing loaded from the network."""
 
 import base64
-import importlib.util
 import json
 import re
 import sys
@@ -17,17 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-def _tasks():
-    spec = importlib.util.spec_from_file_location("tasks", ROOT / "tasks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
+def site(tasks, tmp_path_factory):
     out = tmp_path_factory.mktemp("site")
-    assert _tasks().build_site(out, Path(sys.executable)) == 0
+    assert tasks.build_site(out, Path(sys.executable)) == 0
     return out
 
 

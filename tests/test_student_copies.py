@@ -1,7 +1,6 @@
 """`python3 tasks.py student OUT_DIR`: clean copies for live coding, with every cell, its slide
 metadata and the collapsed solutions kept, and every output cleared."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,15 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-def _tasks():
-    spec = importlib.util.spec_from_file_location("tasks", ROOT / "tasks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_student_copies_clear_outputs_and_keep_everything_else(tmp_path):
-    assert _tasks().student(tmp_path) == 0
+def test_student_copies_clear_outputs_and_keep_everything_else(tasks, tmp_path):
+    assert tasks.student(tmp_path) == 0
     copies = sorted((tmp_path / "notebooks").glob("*.ipynb"))
     assert [c.name for c in copies] == [n.name for n in NOTEBOOKS]
     for original, copy in zip(NOTEBOOKS, copies, strict=True):

@@ -9,6 +9,7 @@ and, for contributors:
 
 and, for instructors (docs/teaching.md):
 
+    python3 tasks.py slides            # JupyterLab for presenting the notebooks as RISE slides
     python3 tasks.py student OUT_DIR   # clean copies for live coding: outputs cleared
     python3 tasks.py site [OUT_DIR]    # the series as a static website (default build/site)
 
@@ -32,9 +33,15 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".resnet-edu-installed"
 # ipywidgets 7.7 (what Colab ships) and the packages it needs that 8 does not, in a folder
-# that tests put first on PYTHONPATH to run the widget tests under both majors
+# that tests put first on PYTHONPATH to run the widget tests under both majors. It also holds
+# ipywidgets 7's JupyterLab front end (jupyterlab_widgets 1.1), which the slides need: the
+# RISE slideshow (jupyterlab-rise 0.43) cannot load ipywidgets 8's front end, which asks for
+# a JupyterLab module the slideshow does not provide, so widgets there show as plain text
+# (jupyterlab-contrib/rise issues 119 and 126).
 IPYWIDGETS7 = VENV / "ipywidgets7"
-IPYWIDGETS7_PIN = "ipywidgets==7.7.1"
+IPYWIDGETS7_PINS = ("ipywidgets==7.7.1", "jupyterlab_widgets==1.1.11")
+IPYWIDGETS7_FRONT_END = (IPYWIDGETS7 / "share" / "jupyter" / "labextensions" / "@jupyter-widgets"
+                         / "jupyterlab-manager")
 INPUTS = ("pyproject.toml", "constraints.txt")
 
 
@@ -48,7 +55,7 @@ def _fingerprint() -> str:
 def setup() -> None:
     """Create .venv and install the project into it, unless it is already up to date."""
     if STAMP.exists() and STAMP.read_text() == _fingerprint() and PY.exists():
-        if not (IPYWIDGETS7 / "ipywidgets").is_dir():
+        if not IPYWIDGETS7_FRONT_END.is_dir():
             _install_ipywidgets7()
         return
     if not PY.exists():
@@ -73,10 +80,11 @@ def _install_ipywidgets7() -> None:
     import json
     import shutil
 
-    print(f"Installing {IPYWIDGETS7_PIN} beside .venv for the widget tests ...", flush=True)
+    print(f"Installing {' and '.join(IPYWIDGETS7_PINS)} beside .venv (widget tests, slides)"
+          " ...", flush=True)
     report = subprocess.run(
         [str(PY), "-m", "pip", "install", "--disable-pip-version-check", "--dry-run", "-q",
-         "--report", "-", IPYWIDGETS7_PIN], check=True, capture_output=True, text=True).stdout
+         "--report", "-", *IPYWIDGETS7_PINS], check=True, capture_output=True, text=True).stdout
     pins = [f"{item['metadata']['name']}=={item['metadata']['version']}"
             for item in json.loads(report)["install"]]
     shutil.rmtree(IPYWIDGETS7, ignore_errors=True)
@@ -113,6 +121,21 @@ def lab_command(notebooks: Path = ROOT / "notebooks") -> list[str]:
 def lab() -> int:
     setup()
     return subprocess.call(lab_command(), cwd=ROOT)
+
+
+def slides_env() -> dict[str, str]:
+    """What `slides` adds to the environment: JupyterLab finds ipywidgets 7's front end first,
+    and kernels import ipywidgets 7, so widgets stay live in the RISE slideshow."""
+    paths = [str(IPYWIDGETS7), os.environ.get("PYTHONPATH", "")]
+    return {"JUPYTER_PATH": os.pathsep.join(filter(None, [str(IPYWIDGETS7 / "share" / "jupyter"),
+                                                          os.environ.get("JUPYTER_PATH", "")])),
+            "PYTHONPATH": os.pathsep.join(filter(None, paths))}
+
+
+def slides() -> int:
+    """JupyterLab for presenting: Run All, then the notebook toolbar's RISE button."""
+    setup()
+    return subprocess.call(lab_command(), cwd=ROOT, env=dict(os.environ, **slides_env()))
 
 
 def test(extra: list[str]) -> int:
@@ -234,11 +257,13 @@ def main(argv: list[str]) -> int:
         return student(Path(argv[1]))
     if argv and argv[0] == "site" and len(argv) <= 2:
         return site(Path(argv[1]) if len(argv) == 2 else ROOT / "build" / "site")
-    if not argv or argv[0] not in {"lab", "test", "setup", "notebooks"}:
+    if not argv or argv[0] not in {"lab", "slides", "test", "setup", "notebooks"}:
         print(__doc__)
         return 2
     if argv[0] == "lab":
         return lab()
+    if argv[0] == "slides":
+        return slides()
     if argv[0] == "test":
         return test(argv[1:])
     if argv[0] == "notebooks":

@@ -4,7 +4,9 @@ Starts JupyterLab the way `python3 tasks.py lab` does (on a temporary copy of th
 token-less, on a free localhost port) with live widgets and the quick settings, and drives it
 in headless Chromium through playwright. For each notebook: Run All from the menu, then every
 code cell has run with no error output, every widget has rendered, and changing a control
-re-draws its figure. One screenshot per notebook goes to tests/screenshots/.
+re-draws its figure. One screenshot per notebook goes to tests/screenshots/. Then one notebook
+is presented as RISE slides, in JupyterLab started as `python3 tasks.py slides` starts it, and
+a control of its interactive figure is moved on the slide.
 
 Needs a Chromium (`apt-get install chromium`, or RESNET_EDU_CHROMIUM=/path/to/chrome);
 without one the test is skipped and says so.
@@ -12,6 +14,7 @@ without one the test is skipped and says so.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -55,14 +58,13 @@ def _clear_outputs(source: Path, target: Path) -> None:
     target.write_text(json.dumps(nb, indent=1))
 
 
-@pytest.fixture(scope="module")
-def lab(tasks, tmp_path_factory):
+@contextlib.contextmanager
+def _serve_lab(tasks, tmp: Path, **extra_env: str):
     """(base URL, notebook folder) of a JupyterLab started as `python3 tasks.py lab` does."""
     if _chromium() is None:
         pytest.skip("no Chromium found (apt-get install chromium, or set RESNET_EDU_CHROMIUM): "
                     "the JupyterLab browser test is skipped")
     pytest.importorskip("playwright", reason="playwright is not installed (the test extra)")
-    tmp = tmp_path_factory.mktemp("lab")
     (tmp / "notebooks").mkdir()
     for nb in NOTEBOOKS:  # without stored outputs, so that every output seen is from this run
         _clear_outputs(nb, tmp / "notebooks" / nb.name)
@@ -75,7 +77,7 @@ def lab(tasks, tmp_path_factory):
     env = dict(os.environ, RESNET_EDU_STATIC="0", RESNET_EDU_QUICK="1", CI="true",
                PYTHONHASHSEED="0", JUPYTERLAB_SETTINGS_DIR=str(tmp / "user-settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"), JUPYTER_RUNTIME_DIR=str(
-                   tmp / "runtime"), OMP_NUM_THREADS="2")
+                   tmp / "runtime"), OMP_NUM_THREADS="2", **extra_env)
     command = [*tasks.lab_command(tmp / "notebooks"), "--no-browser", "--ip=127.0.0.1",
                f"--port={port}", "--ServerApp.token=", "--ServerApp.password=",
                "--ServerApp.port_retries=0"]
@@ -98,6 +100,12 @@ def lab(tasks, tmp_path_factory):
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def lab(tasks, tmp_path_factory):
+    with _serve_lab(tasks, tmp_path_factory.mktemp("lab")) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
@@ -172,11 +180,8 @@ def _change_a_control(page, view):
     return f"slider {value} -> {new}"
 
 
-@pytest.mark.parametrize("notebook", [nb.name for nb in NOTEBOOKS])
-def test_run_all_in_jupyterlab(lab, page, notebook):
-    from playwright.sync_api import expect
-
-    base, folder = lab
+def _run_all(page, base: str, folder: Path, notebook: str) -> list[dict]:
+    """Open the notebook, Run → Run All Cells from the menu, save; the saved code cells."""
     page.goto(f"{base}/lab/tree/{notebook}?reset")
     _wait_for_lab(page)
     assert _popups(page) == []
@@ -197,6 +202,15 @@ def test_run_all_in_jupyterlab(lab, page, notebook):
         if all(c["execution_count"] for c in code):
             break
         page.wait_for_timeout(500)
+    return code
+
+
+@pytest.mark.parametrize("notebook", [nb.name for nb in NOTEBOOKS])
+def test_run_all_in_jupyterlab(lab, page, notebook):
+    from playwright.sync_api import expect
+
+    base, folder = lab
+    code = _run_all(page, base, folder, notebook)
     errors = [o for c in code for o in c["outputs"] if o["output_type"] == "error"]
     assert all(c["execution_count"] for c in code), "some code cells did not run"
     assert not errors, "\n".join(f"{e['ename']}: {e['evalue']}" for e in errors)
@@ -228,3 +242,51 @@ def test_run_all_in_jupyterlab(lab, page, notebook):
     SCREENSHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / notebook.replace(".ipynb", ".png")))
     _shut_down_kernels(page, base)
+
+
+RISE_NOTEBOOK = "01_residual_formula.ipynb"  # its widget: two sliders and a dropdown
+
+
+def test_rise_slide_with_a_live_widget(tasks, page, tmp_path):
+    """As an instructor presents, in JupyterLab started as `python3 tasks.py slides` starts it:
+    Run All and save, open the notebook as RISE slides (jupyterlab-rise's /rise/<path>), step
+    (Space) to the slide of the interactive figure and run its cell (Ctrl+Enter): the widget
+    is live there (moving a control re-draws the figure). Screenshot: rise_widget_slide.png."""
+    with _serve_lab(tasks, tmp_path, **tasks.slides_env()) as (base, folder):
+        _run_all(page, base, folder, RISE_NOTEBOOK)
+        page.set_viewport_size({"width": 1280, "height": 720})
+        try:
+            page.goto(f"{base}/rise/{RISE_NOTEBOOK}")
+            page.wait_for_selector(".reveal .slides section", timeout=120_000)
+            page.locator(".reveal").focus()
+            current = ".reveal .slides section.present:not(.stack)"
+            widget_cell = f"{current} .jp-CodeCell:has-text('interactive_figure(')"
+            for _ in range(60):  # Space: the next slide or sub-slide, as a presenter steps
+                if page.locator(widget_cell).count():
+                    break
+                page.keyboard.press("Space")
+                page.wait_for_timeout(200)
+            # the slideshow shows saved outputs; running the cell makes its widget live
+            page.locator(f"{widget_cell} .jp-InputArea-editor").click()
+            page.keyboard.press("Control+Enter")
+            view = page.locator(f"{current} .jp-OutputArea-output:has(> .jupyter-widgets)")
+            view.locator(".widget-output img").first.wait_for(timeout=120_000)
+            text = view.inner_text()
+            assert "Error displaying widget" not in text and "Loading widget" not in text, text
+            assert view.locator(".widget-slider").count() == 2, text  # depth and scale
+            image = view.locator(".widget-output img").first
+            box = image.bounding_box()
+            assert box and box["y"] + box["height"] <= 720, box  # the figure fits the slide
+            before = image.get_attribute("src")
+            change = _change_a_control(page, view)
+            page.wait_for_function(
+                "([view, before]) => { const img = view.querySelector('.widget-output img');"
+                " return img && img.src !== before; }",
+                arg=[view.element_handle(), before], timeout=120_000)
+            print(f"RISE {RISE_NOTEBOOK}: {change} re-drew the figure")
+            page.wait_for_timeout(500)
+            SCREENSHOTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(SCREENSHOTS / "rise_widget_slide.png"))
+            _shut_down_kernels(page, base)
+        finally:
+            page.set_viewport_size({"width": 1400, "height": 1000})

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from .checks import check_int
+
 BlockFactory = Callable[[int, int, int], nn.Module]
 
 
@@ -28,10 +30,11 @@ class TinyResNet(nn.Module):
     def __init__(self, block: BlockFactory, widths: Sequence[int] = (16, 32, 64),
                  depth: int = 1, num_classes: int = 10) -> None:
         super().__init__()
-        if not widths or any(not isinstance(w, int) or w < 1 for w in widths):
-            raise ValueError(f"widths must be positive ints, got {widths!r}")
-        if not isinstance(depth, int) or depth < 1:
-            raise ValueError(f"depth must be a positive int, got {depth!r}")
+        if not widths:
+            raise ValueError("widths must name at least one stage width, got none")
+        for i, w in enumerate(widths):
+            check_int(f"widths[{i}]", w, low=1)
+        check_int("depth", depth, low=1)
         self.conv1 = nn.Conv2d(3, widths[0], 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU(inplace=True)

@@ -1,10 +1,10 @@
 """Blocks and shortcuts: the residual formula and the paper's options, checked directly."""
 
+from functools import partial
+
 import pytest
 import torch
 from torch import nn
-
-from functools import partial
 
 from resnet_edu.blocks import (
     BasicBlock,

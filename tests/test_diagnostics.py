@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from resnet_edu import bugs, models
+from resnet_edu import models
 from resnet_edu.diagnostics import (
     CHECKS,
     EXPLODING,
@@ -19,6 +21,7 @@ from resnet_edu.diagnostics import (
     residual_blocks,
     stem_downsampling,
 )
+from resnet_edu.exercises import bugs
 from resnet_edu.shapes import cost
 
 SMALL = (3, 32, 32)
@@ -33,10 +36,14 @@ def tiny(block, **kwargs) -> nn.Module:
 # ------------------------------------------------------------------ no false alarms
 
 
+NARROW = 16  # the block structure of the full nets at a quarter of the width: same checks
+
+
 @pytest.mark.parametrize("make", [
-    models.resnet18, models.resnet34, models.resnet50, models.resnet101, models.resnet152,
+    *(partial(getattr(models, f"resnet{d}"), width=NARROW) for d in (18, 34, 50, 101, 152)),
     torchvision.models.resnet18, torchvision.models.resnet50,
-], ids=lambda f: f"{f.__module__.split('.')[0]}.{f.__name__}")
+], ids=["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "torchvision.resnet18",
+        "torchvision.resnet50"])
 def test_imagenet_resnets_have_no_findings(make):
     model = make()
     report = diagnose(model, IMAGENET_TEST)

@@ -17,9 +17,11 @@ import time
 from pathlib import Path
 
 from resnet_edu.data import load_sample
+from resnet_edu.evaluation import evaluate
 from resnet_edu.exercises import bugs
+from resnet_edu.recipe import preset
 from resnet_edu.runtime import default_device, environment_report, seed_everything
-from resnet_edu.train import evaluate, fit, preset
+from resnet_edu.train import fit
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "softmax_vs_ce.json"
 

@@ -17,9 +17,7 @@ from collections.abc import Iterator
 
 import torch
 
-from .data import MEAN, STD, ImageSet
-
-IMAGE_SIZE = 32
+from .data import IMAGE_SIZE, MEAN, STD, ImageSet
 
 
 def _check_images(images: torch.Tensor) -> None:

@@ -23,7 +23,8 @@ from resnet_edu.checkpoints import (
     remove_stale_temp_files,
 )
 from resnet_edu.data import load_sample
-from resnet_edu.train import build_model, fit, preset
+from resnet_edu.recipe import build_model, preset
+from resnet_edu.train import fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny nets: no thread pool
 TINY = preset("smoke", width=4, epochs=1, train_subset=128, batch_size=64, tta=False)

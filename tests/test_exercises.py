@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from resnet_edu.errors import show_error
 from resnet_edu.exercises import Feedback, NotYet, close, exercise
+from resnet_edu.notebook import show_error
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from resnet_edu import runtime, widgets
+from resnet_edu import notebook, runtime
 
 
 def test_quick_mode_follows_ci(monkeypatch):
@@ -35,10 +35,10 @@ def test_seed_everything_repeats():
 def test_static_fallback_draws_once_with_defaults(monkeypatch):
     monkeypatch.setenv("RESNET_EDU_STATIC", "1")
     calls = []
-    widgets.interactive_figure(
+    notebook.interactive_figure(
         lambda depth, scale, kind, bn: calls.append((depth, scale, kind, bn)),
         depth=(2, 50, 4), scale=(0.5, 1.5, 0.25), kind=["plain", "residual"], bn=True,
         defaults={"bn": False},
     )
     assert calls == [(26, 1.0, "plain", False)]
-    assert not widgets.live_widgets()
+    assert not notebook.live_widgets()

@@ -7,21 +7,21 @@ import pytest
 import torch
 from torch import nn
 
+from resnet_edu.checkpoints import load_checkpoint
 from resnet_edu.data import ImageSet, load_sample, normalize
-from resnet_edu.runtime import channels_last_trains_safely, cpu_has_native_bf16
-from resnet_edu.train import (
+from resnet_edu.evaluation import evaluate
+from resnet_edu.recipe import (
     PRESETS,
     TrainConfig,
     choose_preset,
-    evaluate,
-    fit,
-    load_checkpoint,
     lr_at,
     param_groups,
     preset,
     resolve_amp,
     train_resolution,
 )
+from resnet_edu.runtime import channels_last_trains_safely, cpu_has_native_bf16
+from resnet_edu.train import fit
 
 TINY = TrainConfig(name="tiny", width=4, epochs=2, batch_size=64, lr=0.1, train_subset=192,
                    eval_batch_size=256, tta=True, amp="off", min_resolution=24,

@@ -289,7 +289,7 @@ def test_bad_input_is_refused_with_what_was_expected():
         diagnose(models.cifar_resnet(8), (32, 32))
     with pytest.raises(ValueError, match="input_shape must be"):
         diagnose(models.cifar_resnet(8), (3, 32, 0))
-    with pytest.raises(ValueError, match="nn.Module"):
+    with pytest.raises(ValueError, match=r"nn\.Module"):
         diagnose(lambda x: x, SMALL)
     with pytest.raises(ValueError, match="ignore must name"):
         diagnose(models.cifar_resnet(8), SMALL, ignore=("softmax",))
@@ -325,7 +325,7 @@ def test_resizing_32_to_224_with_the_cifar_stem_costs_49x():
 def test_construction_mistakes_raise_when_an_instance_is_made():
     with pytest.raises(TypeError, match="super"):
         bugs.MisnamedSuperBlock(16, 16)
-    with pytest.raises(AttributeError, match="before Module.__init__"):
+    with pytest.raises(AttributeError, match=r"before Module\.__init__"):
         bugs.LateSuperResNet()
 
 

@@ -101,7 +101,7 @@ def test_gradient_identity_both_sides_agree_for_preactivation(train):
     torch.testing.assert_close(g.lhs, expected)
     torch.testing.assert_close(g.direct, out / out.numel())
     assert all(p.grad is None for p in stack.parameters())
-    assert 0 < g.direct_share
+    assert g.direct_share > 0
 
 
 def test_gradient_identity_fails_after_post_activation_relu():

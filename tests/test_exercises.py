@@ -59,6 +59,13 @@ def solution_blocks(path: Path) -> list[str]:
 
 
 SOLUTIONS = [(nb.name, i, code) for nb in NOTEBOOKS for i, code in enumerate(solution_blocks(nb))]
+# the one extractor for every notebook: it must find each notebook's solutions
+EXPECTED_SOLUTIONS = {"01_residual_formula.ipynb": 4, "03_shapes_and_shortcuts.ipynb": 3}
+
+
+@pytest.mark.parametrize("notebook, count", EXPECTED_SOLUTIONS.items())
+def test_the_extractor_finds_every_solution(notebook, count):
+    assert sum(n == notebook for n, _, _ in SOLUTIONS) == count
 
 
 @pytest.mark.parametrize("notebook, index, code", SOLUTIONS,

@@ -5,6 +5,7 @@ import tomllib
 from pathlib import Path
 
 import yaml
+from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,6 +36,11 @@ def test_constraints_pin_the_torch_pair_within_the_ranges():
     pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().split()
                 if "==" in line)
     assert set(pins) == {"torch", "torchvision"}
+    ranges = {_name(r): Requirement(r).specifier
+              for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+              ["dependencies"]}
+    for name, version in pins.items():
+        assert version in ranges[name], f"{name}=={version} is outside {ranges[name]}"
 
 
 def test_every_notebook_is_in_the_readme_table():

@@ -115,15 +115,20 @@ def test_amp_resolution_is_guarded():
 
 def test_fit_bf16_and_channels_last_paths_run_on_cpu(sample):
     model = _tiny_model()
-    config = dataclasses.replace(TINY, epochs=1, amp="bf16", channels_last=True)
+    config = dataclasses.replace(TINY, amp="bf16", channels_last=True)  # 2 epochs: 24, 32 px
+    seen = set()  # (training?, dtype) of conv1's outputs: bf16 means autocast ran
+    model.conv1.register_forward_hook(lambda m, i, out: seen.add((m.training, out.dtype)))
     history = fit(model, sample, config, device=torch.device("cpu"), progress=False,
                   verbose=False)
-    record = history.last
-    assert record["resolution"] == 32 and 0 <= record["val_acc"] <= 1
-    assert torch.isfinite(torch.tensor(record["train_loss"]))
+    assert history.column("resolution") == [24, 32]  # progressive resizing, then full size
+    assert (True, torch.bfloat16) in seen and (False, torch.bfloat16) in seen
+    assert all(torch.isfinite(torch.tensor(history.column("train_loss"))))
     # channels_last where training in it is safe (CUDA, AVX-512 CPUs), contiguous elsewhere
     wanted = channels_last_trains_safely(torch.device("cpu"))
     assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last) is wanted
+    # the recorded val accuracy is the final model's, evaluated the same way
+    again = evaluate(model, sample.val, amp="bf16", channels_last=wanted, tta=True)
+    assert history.last["val_acc"] == again["acc"]
 
 
 def test_resume_reproduces_an_uninterrupted_run(sample, tmp_path):

@@ -47,3 +47,14 @@ def test_every_notebook_is_in_the_readme_table():
     readme = (ROOT / "README.md").read_text()
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         assert f"notebooks/{nb.name}" in readme, f"{nb.name} is missing from README's table"
+
+
+def test_every_module_is_in_the_readme_table():
+    readme = (ROOT / "README.md").read_text()
+    package = ROOT / "resnet_edu"
+    names = [f"resnet_edu/{p.name}" for p in sorted(package.glob("*.py"))
+             if p.name != "__init__.py"]
+    names += [f"resnet_edu/{p.name}/" for p in sorted(package.iterdir())
+              if (p / "__init__.py").is_file()]
+    missing = [n for n in names if f"`{n}`" not in readme]
+    assert not missing, f"modules missing from README's package table: {missing}"

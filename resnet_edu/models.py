@@ -41,9 +41,8 @@ def make_layer(
 
 
 class ResNetBase(nn.Module):
-    """What `ResNet` and `CifarResNet` share: the argument checks, the stages' options, the
-    input check and the weight init. Each subclass writes out its own stem, stages and
-    forward."""
+    """What `ResNet` and `CifarResNet` share: the argument checks, the options every block
+    gets, and the weight init. Each subclass writes out its own stem, stages and forward."""
 
     def __init__(
         self,

@@ -32,8 +32,9 @@ from torch import nn
 from resnet_edu.data import Cifar10, load_cifar10, load_sample, normalize
 from resnet_edu.gradients import gradient_norms
 from resnet_edu.models import cifar_resnet, count_parameters
+from resnet_edu.recipe import TrainConfig
 from resnet_edu.runtime import default_device, environment_report, seed_everything
-from resnet_edu.train import TrainConfig, fit
+from resnet_edu.train import fit
 
 NETS = {"plain-20": (20, False), "plain-56": (56, False),
         "ResNet-20": (20, True), "ResNet-56": (56, True)}

@@ -1,8 +1,8 @@
 """Softmax in forward + CrossEntropyLoss vs logits + CrossEntropyLoss, on the CIFAR-10 sample.
 
-The same small ResNet (`resnet_edu.bugs.TinyResNet`, widths 16/32/64), the same seed and the
-same recipe (`resnet_edu.train.fit`, the "smoke" preset without label smoothing); the only
-difference is `SoftmaxResNet`'s `softmax` at the end of `forward`. Writes
+The same small ResNet (`resnet_edu.exercises.bugs.TinyResNet`, widths 16/32/64), the same
+seed and the same recipe (`resnet_edu.train.fit`, the "smoke" preset without label
+smoothing); the only difference is `SoftmaxResNet`'s `softmax` at the end of `forward`. Writes
 results/softmax_vs_ce.json, which notebook 05 plots.
 
     python bench/softmax_vs_ce.py [--epochs 10] [--seeds 0]
@@ -16,10 +16,12 @@ import sys
 import time
 from pathlib import Path
 
-from resnet_edu import bugs
 from resnet_edu.data import load_sample
+from resnet_edu.evaluation import evaluate
+from resnet_edu.exercises import bugs
+from resnet_edu.recipe import preset
 from resnet_edu.runtime import default_device, environment_report, seed_everything
-from resnet_edu.train import evaluate, fit, preset
+from resnet_edu.train import fit
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "softmax_vs_ce.json"
 

@@ -21,8 +21,9 @@ from pathlib import Path
 
 from resnet_edu.data import load_cifar10
 from resnet_edu.models import count_parameters
+from resnet_edu.recipe import PRESETS, TrainConfig, build_model, preset
 from resnet_edu.runtime import device_name, environment_report, seed_everything
-from resnet_edu.train import PRESETS, TrainConfig, build_model, fit, preset
+from resnet_edu.train import fit
 
 THRESHOLDS = (0.90, 0.93, 0.94, 0.95)
 

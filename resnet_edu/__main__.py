@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .train import PRESETS
+from .recipe import PRESETS
 
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 
@@ -163,8 +163,10 @@ def train(args: argparse.Namespace) -> int:
 
     from .checkpoints import lock_out_dir, prepare_out_dir
     from .checks import SEED_MAX, check_float, check_int
+    from .evaluation import evaluate
+    from .recipe import build_model, preset
     from .runtime import seed_everything
-    from .train import build_model, evaluate, fit, preset
+    from .train import fit
 
     if args.epochs is not None:
         _check(check_int, "--epochs", args.epochs, low=1)
@@ -206,7 +208,8 @@ def train(args: argparse.Namespace) -> int:
 
 def evaluate_cmd(args: argparse.Namespace) -> int:
     from .checkpoints import load_checkpoint, load_weights
-    from .train import build_model, config_from_checkpoint, evaluate
+    from .evaluation import evaluate
+    from .recipe import build_model, config_from_checkpoint
 
     _check_data_args(args)
     device = _device(args.device)

@@ -17,9 +17,7 @@ from collections.abc import Iterator
 
 import torch
 
-from .data import MEAN, STD, ImageSet
-
-IMAGE_SIZE = 32
+from .data import IMAGE_SIZE, MEAN, STD, ImageSet
 
 
 def _check_images(images: torch.Tensor) -> None:
@@ -82,7 +80,7 @@ def _crop(images: torch.Tensor, padding: int, size: int | None,
           generator: torch.Generator | None, flip: bool) -> torch.Tensor:
     """One gather per batch: a random window per image, its columns reversed where flipped."""
     _check_images(images)
-    b, c, h, w = images.shape
+    b, c, h, _ = images.shape  # (B, C, H, W); crops are square, so W is not needed
     size = h if size is None else size
     limit = crop_offsets_limit(size, padding, h)
     pad = (limit + size - h) // 2

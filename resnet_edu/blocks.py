@@ -1,11 +1,12 @@
-"""Residual blocks, as in torchvision, and their plain twins (the same block, no shortcut).
+"""Residual blocks, as in torchvision; `residual=False` gives the plain twin (no shortcut).
 
 A residual block computes y = F(x) + x (He et al. 2015, Eq. 1), or y = F(x) + W_s x with a
 projection where the shapes differ (Eq. 2). `BasicBlock` and `Bottleneck` apply the final
 ReLU after the addition ("post-activation", 2015); `PreActBlock` moves BN and ReLU in front
 of the convolutions so the shortcut is a clean identity (He et al. 2016, "Identity
-Mappings", Fig. 4e). Each `Plain...` class is its block with the shortcut removed and
-nothing else changed, so "plain vs residual" differs in exactly one thing.
+Mappings", Fig. 4e). With `residual=False` a block is the same block with the shortcut
+removed and nothing else changed, so "plain vs residual" differs in exactly one thing;
+`PlainBasicBlock(...)` is short for `BasicBlock(..., residual=False)`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from .checks import check_batch, check_int
 from .shortcuts import NormLayer, make_downsample
 
 
@@ -29,34 +31,15 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
 
 
-def check_positive_int(name: str, value: object) -> None:
-    """Raise a ValueError unless value is an int >= 1 (bools are not counts)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+class ResidualBlock(nn.Module):
+    """What `BasicBlock`, `Bottleneck` and `PreActBlock` share: their arguments, the shortcut
+    path, and zero-init. Each block writes its own `residual_branch` (F) and `forward`.
 
-
-def check_batch(x: torch.Tensor, channels: int, where: str) -> None:
-    """Raise a ValueError unless x is an image batch (B, channels, H, W)."""
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{where} expects a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(
-            f"{where} expects a 4-D batch (B, C, H, W) with C={channels}, "
-            f"got a {x.dim()}-D tensor of shape {tuple(x.shape)}"
-            + (" (add a batch dimension with x.unsqueeze(0))" if x.dim() == 3 else "")
-        )
-    if x.shape[1] != channels:
-        raise ValueError(
-            f"{where} expects {channels} input channels, got {x.shape[1]} "
-            f"(input shape {tuple(x.shape)})"
-        )
-
-
-class _Block(nn.Module):
-    """What every block shares: the shortcut and the input check."""
+    A subclass builds its layers, then `self.downsample = self.make_downsample()` last, as
+    torchvision assigns it last, so that state_dict keys come in torchvision's order.
+    """
 
     expansion: ClassVar[int] = 1
-    residual: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -65,24 +48,27 @@ class _Block(nn.Module):
         stride: int = 1,
         shortcut: str = "B",
         norm_layer: NormLayer | None = None,
+        *,
+        residual: bool = True,
     ) -> None:
         super().__init__()
         for name, value in (("inplanes", inplanes), ("planes", planes), ("stride", stride)):
-            check_positive_int(name, value)
+            check_int(name, value, low=1)
+        if not isinstance(residual, bool):
+            raise ValueError(f"residual must be True or False, got {residual!r}")
         self.inplanes, self.planes, self.stride = inplanes, planes, stride
         self.out_channels = planes * self.expansion
         self.norm_layer = norm_layer or nn.BatchNorm2d
-        self._shortcut_option = shortcut
+        self.shortcut_option = shortcut
+        self.residual = residual
 
-    def _add_shortcut(self) -> None:
-        """Build `downsample` last, so state_dict keys come in torchvision's order."""
-        # plain twins have no shortcut at all, not even a projection
-        self.downsample = (
-            make_downsample(self.inplanes, self.out_channels, self.stride,
-                            self._shortcut_option, self.norm_layer)
-            if self.residual
-            else None
-        )
+    def make_downsample(self) -> nn.Module | None:
+        """The shortcut's module (None for the identity); a plain block has no shortcut at
+        all, not even a projection."""
+        if not self.residual:
+            return None
+        return make_downsample(self.inplanes, self.out_channels, self.stride,
+                               self.shortcut_option, self.norm_layer)
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         """The identity (or projection) path: x, or W_s x."""
@@ -92,21 +78,34 @@ class _Block(nn.Module):
         """F(x): the part of the block that learns."""
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_batch(x, self.inplanes, type(self).__name__)
-        out = self.residual_branch(x)  # (B, planes*expansion, H/stride, W/stride)
-        if self.residual:
-            out = out + self.shortcut(x)  # y = F(x) + x  (Eq. 1)
-        return self.relu(out)
+    def last_layer(self) -> nn.Module:
+        """The layer whose scale zero-init sets to 0, so that F(x) = 0."""
+        raise NotImplementedError
 
-    def zero_init_last_norm(self) -> None:
-        """Start the block as the identity (F = 0): Goyal et al. 2017; torchvision's option."""
-        last = self.last_norm
-        if isinstance(last, nn.BatchNorm2d):
-            nn.init.zeros_(last.weight)
+    def zero_init_last(self) -> None:
+        """Start the block as the identity: set F's last scale to 0, so F(x) = 0.
+
+        Goyal et al. 2017, Sec. 5.1 (torchvision's `zero_init_residual`): the last norm's
+        weight (gamma) for post-activation blocks; the last conv for `PreActBlock` (as timm
+        does), whose last norm feeds a ReLU. Any norm with a learnable scale works
+        (BatchNorm2d, GroupNorm, ...); one without (nn.Identity) raises a ValueError.
+        """
+        layer = self.last_layer()
+        weight = getattr(layer, "weight", None)
+        if not isinstance(weight, nn.Parameter):
+            raise ValueError(
+                f"zero-init sets the weight of {type(self).__name__}'s last layer to 0, but "
+                f"that layer is a {type(layer).__name__} without a learnable weight; use a "
+                f"norm layer with one (BatchNorm2d, GroupNorm(affine=True)) or leave "
+                f"zero_init_residual off"
+            )
+        nn.init.zeros_(weight)
+
+    def extra_repr(self) -> str:
+        return "" if self.residual else "residual=False"
 
 
-class BasicBlock(_Block):
+class BasicBlock(ResidualBlock):
     """Two 3x3 convs (He et al. 2015, Fig. 5 left). Used by ResNet-18/34 and the CIFAR nets."""
 
     expansion: ClassVar[int] = 1
@@ -118,25 +117,33 @@ class BasicBlock(_Block):
         stride: int = 1,
         shortcut: str = "B",
         norm_layer: NormLayer | None = None,
+        *,
+        residual: bool = True,
     ) -> None:
-        super().__init__(inplanes, planes, stride, shortcut, norm_layer)
+        super().__init__(inplanes, planes, stride, shortcut, norm_layer, residual=residual)
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = self.norm_layer(planes)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = self.norm_layer(planes)
-        self._add_shortcut()
-
-    @property
-    def last_norm(self) -> nn.Module:
-        return self.bn2
+        self.downsample = self.make_downsample()  # last: torchvision's state_dict order
 
     def residual_branch(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))  # (B, planes, H/s, W/s)
         return self.bn2(self.conv2(out))  # (B, planes, H/s, W/s)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_batch(x, self.inplanes, type(self).__name__)  # x: (B, inplanes, H, W)
+        out = self.residual_branch(x)  # F(x): (B, planes, H/s, W/s)
+        if self.residual:
+            out = out + self.shortcut(x)  # y = F(x) + x (Eq. 1), or F(x) + W_s x (Eq. 2)
+        return self.relu(out)  # post-activation: the ReLU comes after the addition
 
-class Bottleneck(_Block):
+    def last_layer(self) -> nn.Module:
+        return self.bn2
+
+
+class Bottleneck(ResidualBlock):
     """1x1 reduce, 3x3, 1x1 expand by 4 (He et al. 2015, Fig. 5 right). ResNet-50/101/152.
 
     The stride sits on the 3x3 conv, as in torchvision ("ResNet v1.5").
@@ -151,8 +158,10 @@ class Bottleneck(_Block):
         stride: int = 1,
         shortcut: str = "B",
         norm_layer: NormLayer | None = None,
+        *,
+        residual: bool = True,
     ) -> None:
-        super().__init__(inplanes, planes, stride, shortcut, norm_layer)
+        super().__init__(inplanes, planes, stride, shortcut, norm_layer, residual=residual)
         self.conv1 = conv1x1(inplanes, planes)
         self.bn1 = self.norm_layer(planes)
         self.conv2 = conv3x3(planes, planes, stride)
@@ -160,19 +169,25 @@ class Bottleneck(_Block):
         self.conv3 = conv1x1(planes, planes * self.expansion)
         self.bn3 = self.norm_layer(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
-        self._add_shortcut()
-
-    @property
-    def last_norm(self) -> nn.Module:
-        return self.bn3
+        self.downsample = self.make_downsample()  # last: torchvision's state_dict order
 
     def residual_branch(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))  # (B, planes, H, W)
         out = self.relu(self.bn2(self.conv2(out)))  # (B, planes, H/s, W/s)
         return self.bn3(self.conv3(out))  # (B, 4*planes, H/s, W/s)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_batch(x, self.inplanes, type(self).__name__)  # x: (B, inplanes, H, W)
+        out = self.residual_branch(x)  # F(x): (B, 4*planes, H/s, W/s)
+        if self.residual:
+            out = out + self.shortcut(x)  # y = F(x) + x (Eq. 1), or F(x) + W_s x (Eq. 2)
+        return self.relu(out)  # post-activation: the ReLU comes after the addition
 
-class PreActBlock(_Block):
+    def last_layer(self) -> nn.Module:
+        return self.bn3
+
+
+class PreActBlock(ResidualBlock):
     """BN-ReLU-conv twice, then add: x_{l+1} = x_l + F(x_l) exactly (He et al. 2016, Eq. 3).
 
     No ReLU after the addition, so the identity path is untouched from block to block.
@@ -188,52 +203,43 @@ class PreActBlock(_Block):
         stride: int = 1,
         shortcut: str = "B",
         norm_layer: NormLayer | None = None,
+        *,
+        residual: bool = True,
     ) -> None:
-        super().__init__(inplanes, planes, stride, shortcut, norm_layer)
+        super().__init__(inplanes, planes, stride, shortcut, norm_layer, residual=residual)
         self.bn1 = self.norm_layer(inplanes)
         self.relu = nn.ReLU(inplace=False)  # x itself is reused by the shortcut
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn2 = self.norm_layer(planes)
         self.conv2 = conv3x3(planes, planes)
-        self._add_shortcut()
-
-    @property
-    def last_norm(self) -> nn.Module:
-        return self.bn2
+        self.downsample = self.make_downsample()  # last, as in the other blocks
 
     def residual_branch(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(self.relu(self.bn1(x)))  # (B, planes, H/s, W/s)
         return self.conv2(self.relu(self.bn2(out)))  # (B, planes, H/s, W/s)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_batch(x, self.inplanes, type(self).__name__)
-        out = self.residual_branch(x)
-        return out + self.shortcut(x) if self.residual else out
+        check_batch(x, self.inplanes, type(self).__name__)  # x: (B, inplanes, H, W)
+        out = self.residual_branch(x)  # F(x): (B, planes, H/s, W/s)
+        if self.residual:
+            out = out + self.shortcut(x)  # x_{l+1} = x_l + F(x_l), nothing after (Eq. 3)
+        return out
+
+    def last_layer(self) -> nn.Module:
+        # not bn2: a zero gamma feeds ReLU(0), whose gradient is 0, so the branch never learns
+        return self.conv2
 
 
-class PlainBasicBlock(BasicBlock):
-    """`BasicBlock` without its shortcut: y = ReLU(F(x))."""
-
-    residual: ClassVar[bool] = False
-
-
-class PlainBottleneck(Bottleneck):
-    """`Bottleneck` without its shortcut."""
-
-    residual: ClassVar[bool] = False
+def PlainBasicBlock(*args, **kwargs) -> BasicBlock:
+    """`BasicBlock(..., residual=False)`: the block without its shortcut, y = ReLU(F(x))."""
+    return BasicBlock(*args, residual=False, **kwargs)
 
 
-class PlainPreActBlock(PreActBlock):
-    """`PreActBlock` without its shortcut."""
+def PlainBottleneck(*args, **kwargs) -> Bottleneck:
+    """`Bottleneck(..., residual=False)`: the block without its shortcut."""
+    return Bottleneck(*args, residual=False, **kwargs)
 
-    residual: ClassVar[bool] = False
 
-
-def plain_twin(block: type[_Block]) -> type[_Block]:
-    """The plain class of a residual block class (and the plain class itself)."""
-    twins = {
-        BasicBlock: PlainBasicBlock,
-        Bottleneck: PlainBottleneck,
-        PreActBlock: PlainPreActBlock,
-    }
-    return twins.get(block, block)
+def PlainPreActBlock(*args, **kwargs) -> PreActBlock:
+    """`PreActBlock(..., residual=False)`: the block without its shortcut, y = F(x)."""
+    return PreActBlock(*args, residual=False, **kwargs)

@@ -189,7 +189,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                               "the zip archive torch.save writes)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types; none is shown as is
+    except Exception as e:  # torch raises many types; none is shown as is
         if "weights only" in str(e).lower() or isinstance(e, AttributeError):
             # torch's own message suggests turning the protection off: not advice to pass on
             raise CheckpointError(

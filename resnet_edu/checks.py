@@ -1,9 +1,11 @@
-"""Checking arguments: each check raises one ValueError that names the argument, says what
-was expected and shows what came.
+"""Checking arguments and inputs, the one home for these rules: each check raises one error
+that names the argument, says what was expected and shows what came.
 
     check_int("seed", seed, low=0, high=SEED_MAX)
+    check_int("width", width, low=1)                  # a count: channels, blocks, classes
     check_float("lr", lr, low=0, low_open=True)       # finite and > 0
     check_device("gpu")                               # ValueError: ... use 'cuda', 'mps' or 'cpu'
+    check_images(x, 3, "ResNet")                      # a float batch (B, 3, H, W)
 """
 
 from __future__ import annotations
@@ -86,3 +88,26 @@ def check_float_images(x: torch.Tensor, where: str) -> None:
                 "resnet_edu.data.normalize)" if x.dtype == torch.uint8 else
                 " convert with `.float()`")
         raise TypeError(f"{where} expects floating-point images, got {x.dtype}:{hint}")
+
+
+def check_batch(x: torch.Tensor, channels: int, where: str) -> None:
+    """Raise a ValueError unless x is an image batch (B, channels, H, W)."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{where} expects a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(
+            f"{where} expects a 4-D batch (B, C, H, W) with C={channels}, "
+            f"got a {x.dim()}-D tensor of shape {tuple(x.shape)}"
+            + (" (add a batch dimension with x.unsqueeze(0))" if x.dim() == 3 else "")
+        )
+    if x.shape[1] != channels:
+        raise ValueError(
+            f"{where} expects {channels} input channels, got {x.shape[1]} "
+            f"(input shape {tuple(x.shape)})"
+        )
+
+
+def check_images(x: torch.Tensor, channels: int, where: str) -> None:
+    """What a model checks first: a float image batch (B, channels, H, W)."""
+    check_batch(x, channels, where)
+    check_float_images(x, where)

@@ -30,6 +30,7 @@ from .locations import default_data_dir, shipped
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
            "dog", "frog", "horse", "ship", "truck")
+IMAGE_SIZE = 32  # CIFAR-10 images are 32 x 32 pixels
 ENV_VAR = "RESNET_EDU_DATA"
 LAYOUT = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -167,7 +168,7 @@ def read_split(directory: str | Path, files: tuple[str, ...]) -> ImageSet:
     parts = [_read_batch(directory / name) for name in files]
     data = np.concatenate([d for d, _ in parts])
     labels = np.concatenate([y for _, y in parts])
-    images = torch.from_numpy(data).view(-1, 3, 32, 32)  # rows are CHW: (N, 3, 32, 32)
+    images = torch.from_numpy(data).view(-1, 3, IMAGE_SIZE, IMAGE_SIZE)  # rows are CHW
     return ImageSet(images, torch.from_numpy(labels))
 
 
@@ -317,7 +318,7 @@ def classic_transforms(train: bool, padding: int = 4, flip: bool = True):
     steps = []
     if train:
         if padding:
-            steps.append(v2.RandomCrop(32, padding=padding))
+            steps.append(v2.RandomCrop(IMAGE_SIZE, padding=padding))
         if flip:
             steps.append(v2.RandomHorizontalFlip())
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)]

@@ -1,7 +1,9 @@
-"""Looking at a trained classifier: confusion matrix, per-class accuracy, worst mistakes.
+"""Looking at a trained classifier: its loss and accuracy, predictions, confusion matrix,
+per-class accuracy, worst mistakes.
 
-The numbers come from `train.predict` (class probabilities); each has a plot for the
-notebook. Plus the two pictures of the data itself: an image grid and the class balance.
+`evaluate` gives loss and accuracy (optionally with test-time flips), `predict` the class
+probabilities the other numbers come from; each has a plot for the notebook. Plus the two
+pictures of the data itself: an image grid and the class balance.
 """
 
 from __future__ import annotations
@@ -10,8 +12,62 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
+from .augment import DeviceLoader
 from .data import CLASSES, ImageSet
+from .recipe import autocast, resolve_amp
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: ImageSet, *, device: torch.device | None = None,
+            batch_size: int = 1024, tta: bool = False, channels_last: bool = False,
+            amp: str = "off") -> torch.Tensor:
+    """Class probabilities (N, classes) on the CPU; with `tta`, the mean of the image's and
+    its mirror image's probabilities (test-time flip augmentation)."""
+    device = device or next(model.parameters()).device
+    dtype = resolve_amp(amp, device)
+    was_training = model.training
+    model.eval()
+    out = []
+    loader = DeviceLoader(data, batch_size, train=False, device=device,
+                          channels_last=channels_last)
+    for x, _ in loader:  # x: (B, 3, 32, 32)
+        with autocast(device, dtype):
+            p = model(x).float().softmax(1)  # (B, classes)
+            if tta:
+                p = (p + model(x.flip(3)).float().softmax(1)) / 2
+        out.append(p.cpu())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ImageSet, *, device: torch.device | None = None,
+             batch_size: int = 1024, tta: bool = False, channels_last: bool = False,
+             amp: str = "off") -> dict[str, float]:
+    """Cross-entropy and accuracy on `data`; with `tta`, also `acc_tta` (flip TTA)."""
+    device = device or next(model.parameters()).device
+    dtype = resolve_amp(amp, device)
+    was_training = model.training
+    model.eval()
+    loss = correct = correct_tta = 0.0
+    loader = DeviceLoader(data, batch_size, train=False, device=device,
+                          channels_last=channels_last)
+    for x, y in loader:  # x: (B, 3, 32, 32), y: (B,)
+        with autocast(device, dtype):
+            logits = model(x).float()  # (B, classes)
+            loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+            if tta:
+                p = logits.softmax(1) + model(x.flip(3)).float().softmax(1)
+                correct_tta += (p.argmax(1) == y).sum().item()
+    model.train(was_training)
+    n = max(1, len(data))
+    result = {"loss": loss / n, "acc": correct / n}
+    if tta:
+        result["acc_tta"] = correct_tta / n
+    return result
 
 
 def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor,

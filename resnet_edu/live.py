@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .notebook import live_widgets
 from .train import History
-from .widgets import live_widgets
 
 
 def plot_history(history: History, axes: Any = None, title: str | None = None,

@@ -15,55 +15,87 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .blocks import (
-    BasicBlock,
-    Bottleneck,
-    PreActBlock,
-    _Block,
-    check_batch,
-    check_positive_int,
-    plain_twin,
-)
-from .checks import check_float_images
+from .blocks import BasicBlock, Bottleneck, PreActBlock, ResidualBlock
+from .checks import check_images, check_int
 from .shortcuts import NormLayer, check_shortcut_option
 
 INITS = ("kaiming", "default")
 
 
-def _init_weights(model: nn.Module, init: str, zero_init_residual: bool) -> None:
-    """Kaiming-normal convs (He et al. 2015b, as torchvision does) or PyTorch's defaults."""
-    if init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got {init!r}")
-    for m in model.modules():
-        if init == "kaiming" and isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-    if zero_init_residual:
-        # each residual block starts as the identity: F(x) = 0 (Goyal et al. 2017)
-        for m in model.modules():
-            if isinstance(m, _Block) and m.residual:
-                m.zero_init_last_norm()
-
-
-def _make_layer(
-    block: type[_Block],
+def make_layer(
+    block: type[ResidualBlock],
     inplanes: int,
     planes: int,
     blocks: int,
     stride: int,
     shortcut: str,
     norm_layer: NormLayer,
+    residual: bool = True,
 ) -> nn.Sequential:
     """One stage: the first block changes stride/width, the rest keep them."""
-    layers = [block(inplanes, planes, stride, shortcut, norm_layer)]
+    layers = [block(inplanes, planes, stride, shortcut, norm_layer, residual=residual)]
     for _ in range(1, blocks):
-        layers.append(block(planes * block.expansion, planes, 1, shortcut, norm_layer))
+        layers.append(block(planes * block.expansion, planes, 1, shortcut, norm_layer,
+                            residual=residual))
     return nn.Sequential(*layers)
 
 
-class ResNet(nn.Module):
+class ResNetBase(nn.Module):
+    """What `ResNet` and `CifarResNet` share: the argument checks, the options every block
+    gets, and the weight init. Each subclass writes out its own stem, stages and forward."""
+
+    def __init__(
+        self,
+        block: type[ResidualBlock],
+        num_classes: int,
+        *,
+        width: int,
+        shortcut: str,
+        residual: bool,
+        norm_layer: NormLayer | None,
+        init: str,
+        in_channels: int,
+    ) -> None:
+        super().__init__()
+        for name, value in (("num_classes", num_classes), ("width", width),
+                            ("in_channels", in_channels)):
+            check_int(name, value, low=1)
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        if not (isinstance(block, type) and issubclass(block, ResidualBlock)):
+            # only a ResidualBlock takes residual=False and drops its shortcut for it
+            raise ValueError(
+                "block must be a ResidualBlock subclass (BasicBlock, Bottleneck, PreActBlock),"
+                f" which knows how to drop its shortcut for residual=False; got {block!r}"
+            )
+        self.in_channels, self.num_classes = in_channels, num_classes
+        self.norm_layer = norm_layer or nn.BatchNorm2d
+        self.block = block
+        # what every block of every stage gets (the net itself has no `residual` attribute:
+        # the gradient tools mark blocks by it)
+        self.block_options = {"shortcut": check_shortcut_option(shortcut),
+                              "norm_layer": self.norm_layer, "residual": residual}
+
+    def _make_layer(self, inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        """`make_layer` with this net's block, shortcut option, norm and residual switch."""
+        return make_layer(self.block, inplanes, planes, blocks, stride, **self.block_options)
+
+    def _init_weights(self, init: str, zero_init_residual: bool) -> None:
+        """Kaiming-normal convs (He et al. 2015b, as torchvision does) or PyTorch's defaults."""
+        for m in self.modules():
+            if init == "kaiming" and isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            # each residual block starts as the identity: F(x) = 0 (Goyal et al. 2017)
+            for m in self.modules():
+                if isinstance(m, ResidualBlock) and m.residual:
+                    m.zero_init_last()
+
+
+class ResNet(ResNetBase):
     """Stem, four stages `layer1..4`, global average pool, `fc` (torchvision's layout).
 
     stem="imagenet": 7x7 stride-2 conv + 3x3 stride-2 max-pool (224 -> 56 before layer1).
@@ -73,7 +105,7 @@ class ResNet(nn.Module):
 
     def __init__(
         self,
-        block: type[_Block],
+        block: type[ResidualBlock],
         layers: Sequence[int],
         num_classes: int = 1000,
         *,
@@ -86,18 +118,14 @@ class ResNet(nn.Module):
         init: str = "kaiming",
         in_channels: int = 3,
     ) -> None:
-        super().__init__()
-        check_positive_int("num_classes", num_classes)
-        check_positive_int("width", width)
-        check_positive_int("in_channels", in_channels)
+        super().__init__(block, num_classes, width=width, shortcut=shortcut, residual=residual,
+                         norm_layer=norm_layer, init=init, in_channels=in_channels)
         if stem not in ("imagenet", "cifar"):
             raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
-        if len(layers) != 4 or any(not isinstance(n, int) or n < 1 for n in layers):
+        if len(layers) != 4:
             raise ValueError(f"layers must be 4 positive block counts, got {layers!r}")
-        shortcut = check_shortcut_option(shortcut)
-        norm_layer = norm_layer or nn.BatchNorm2d
-        block = block if residual else plain_twin(block)
-        self.in_channels, self.num_classes = in_channels, num_classes
+        for i, n in enumerate(layers):
+            check_int(f"layers[{i}]", n, low=1)
 
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False)
@@ -105,22 +133,20 @@ class ResNet(nn.Module):
         else:
             self.conv1 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)
             self.maxpool = nn.Identity()
-        self.bn1 = norm_layer(width)
+        self.bn1 = self.norm_layer(width)
         self.relu = nn.ReLU(inplace=True)
-        planes = [width, 2 * width, 4 * width, 8 * width]
-        inplanes = width
-        for i, (p, n) in enumerate(zip(planes, layers, strict=True)):
-            stride = 1 if i == 0 else 2  # stages 2-4 halve H and W and double the width
-            setattr(self, f"layer{i + 1}",
-                    _make_layer(block, inplanes, p, n, stride, shortcut, norm_layer))
-            inplanes = p * block.expansion
+        e = block.expansion  # a stage's output has planes * e channels
+        # stages 2-4 halve H and W and double the width
+        self.layer1 = self._make_layer(width, width, layers[0], stride=1)
+        self.layer2 = self._make_layer(width * e, 2 * width, layers[1], stride=2)
+        self.layer3 = self._make_layer(2 * width * e, 4 * width, layers[2], stride=2)
+        self.layer4 = self._make_layer(4 * width * e, 8 * width, layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(inplanes, num_classes)
-        _init_weights(self, init, zero_init_residual)
+        self.fc = nn.Linear(8 * width * e, num_classes)
+        self._init_weights(init, zero_init_residual)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_batch(x, self.in_channels, type(self).__name__)
-        check_float_images(x, type(self).__name__)
+        check_images(x, self.in_channels, type(self).__name__)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, w, H/4, W/4) or (B, w, H, W)
         x = self.layer1(x)  # (B, w*e, ., .)
         x = self.layer2(x)  # (B, 2w*e, /2, /2)
@@ -160,7 +186,7 @@ def resnet18_cifar(num_classes: int = 10, width: int = 64, **kwargs) -> ResNet:
     return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, width=width, stem="cifar", **kwargs)
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(ResNetBase):
     """The CIFAR-10 nets of He et al. 2015, Sec. 4.2: 6n+2 layers.
 
     A 3x3 conv, then three stages of n blocks on 32x32, 16x16, 8x8 maps with 16, 32, 64
@@ -182,37 +208,32 @@ class CifarResNet(nn.Module):
         init: str = "kaiming",
         in_channels: int = 3,
     ) -> None:
-        super().__init__()
+        # not check_int: the message should name the 6n+2 rule whatever is wrong
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
             raise ValueError(
                 f"depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ...), got {depth!r}"
             )
-        check_positive_int("num_classes", num_classes)
-        check_positive_int("width", width)
-        check_positive_int("in_channels", in_channels)
-        shortcut = check_shortcut_option(shortcut)
-        norm_layer = norm_layer or nn.BatchNorm2d
-        block: type[_Block] = PreActBlock if preact else BasicBlock
-        block = block if residual else plain_twin(block)
-        n = (depth - 2) // 6
-        self.depth, self.in_channels, self.num_classes = depth, in_channels, num_classes
-        self.preact = preact
+        block = PreActBlock if preact else BasicBlock
+        super().__init__(block, num_classes, width=width, shortcut=shortcut, residual=residual,
+                         norm_layer=norm_layer, init=init, in_channels=in_channels)
+        n = (depth - 2) // 6  # blocks per stage: 2 convs each, 3 stages, + stem conv + fc
+        self.depth, self.preact = depth, preact
 
         self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
         # a pre-activation net normalizes inside its first block instead
-        self.bn1 = nn.Identity() if preact else norm_layer(width)
+        self.bn1 = nn.Identity() if preact else self.norm_layer(width)
         self.relu = nn.ReLU(inplace=True)
-        self.layer1 = _make_layer(block, width, width, n, 1, shortcut, norm_layer)
-        self.layer2 = _make_layer(block, width, 2 * width, n, 2, shortcut, norm_layer)
-        self.layer3 = _make_layer(block, 2 * width, 4 * width, n, 2, shortcut, norm_layer)
-        self.final_norm = norm_layer(4 * width) if preact else nn.Identity()
+        self.layer1 = self._make_layer(width, width, n, stride=1)
+        self.layer2 = self._make_layer(width, 2 * width, n, stride=2)
+        self.layer3 = self._make_layer(2 * width, 4 * width, n, stride=2)
+        # pre-activation blocks end in a conv: the net adds the last BN + ReLU (He et al. 2016)
+        self.final_norm = self.norm_layer(4 * width) if preact else nn.Identity()
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(4 * width, num_classes)
-        _init_weights(self, init, zero_init_residual)
+        self._init_weights(init, zero_init_residual)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_batch(x, self.in_channels, type(self).__name__)
-        check_float_images(x, type(self).__name__)
+        check_images(x, self.in_channels, type(self).__name__)
         x = self.conv1(x)  # (B, w, 32, 32)
         if not self.preact:
             x = self.relu(self.bn1(x))

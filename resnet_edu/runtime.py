@@ -1,4 +1,5 @@
-"""Where the code runs: the device, the seed, and whether to use quick settings.
+"""Where the code runs: the device, the seed, whether to use quick settings, and whether a
+notebook front end can show live widgets.
 
 `quick_mode()` is the one switch notebooks read near the top: under CI (the `CI`
 environment variable) or with `RESNET_EDU_QUICK=1`, long work uses its small setting.
@@ -16,15 +17,35 @@ import numpy as np
 import torch
 
 _TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
 
 
-def _flag(name: str) -> bool:
+def env_flag(name: str) -> bool:
+    """True when the environment variable `name` is set to 1, true, yes or on."""
     return os.environ.get(name, "").strip().lower() in _TRUE
 
 
 def quick_mode() -> bool:
     """True under CI or with RESNET_EDU_QUICK=1: long runs switch to their quick setting."""
-    return _flag("CI") or _flag("RESNET_EDU_QUICK")
+    return env_flag("CI") or env_flag("RESNET_EDU_QUICK")
+
+
+def live_widgets() -> bool:
+    """True when a notebook front end can show widgets.
+
+    `RESNET_EDU_STATIC=1` or `CI` gives static figures, `RESNET_EDU_STATIC=0` forces live
+    widgets; otherwise they are live inside a kernel (JupyterLab, Colab, VS Code).
+    """
+    forced = os.environ.get("RESNET_EDU_STATIC", "").strip().lower() in _FALSE
+    if not forced and (env_flag("RESNET_EDU_STATIC") or env_flag("CI")):
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    # a kernel (JupyterLab, Colab, VS Code) has one; a plain IPython terminal does not
+    return forced or getattr(get_ipython(), "kernel", None) is not None
 
 
 def in_colab() -> bool:

@@ -24,17 +24,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .checks import check_int
 from .dataflow import tracing
 from .residual import ResidualAdd, residual_adds
 from .shortcuts import SHORTCUT_OPTIONS, ZeroPadShortcut, needs_projection
 
 Shape = tuple[int, ...]
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 # ---------------------------------------------------------------------------------------
@@ -50,11 +45,10 @@ def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0,
     positions. `ceil_mode` rounds up instead, as pooling layers allow, but (like PyTorch)
     never starts a window in the right padding.
     """
-    _check_int("size", size, 1)
-    _check_int("kernel", kernel, 1)
-    _check_int("stride", stride, 1)
-    _check_int("padding", padding, 0)
-    _check_int("dilation", dilation, 1)
+    for name, value in (("size", size), ("kernel", kernel), ("stride", stride),
+                        ("dilation", dilation)):
+        check_int(name, value, low=1)
+    check_int("padding", padding, low=0)
     span = dilation * (kernel - 1) + 1  # pixels one window covers
     if span > size + 2 * padding:
         raise ValueError(
@@ -349,8 +343,8 @@ class BlockSpec:
 
     def __post_init__(self) -> None:
         for name in ("size", "in_channels", "out_channels", "stride", "kernel"):
-            _check_int(name, getattr(self, name), 1)
-        _check_int("padding", self.padding, 0)
+            check_int(name, getattr(self, name), low=1)
+        check_int("padding", self.padding, low=0)
         if self.shortcut not in CALCULATOR_SHORTCUTS:
             raise ValueError(
                 f"shortcut must be one of {', '.join(CALCULATOR_SHORTCUTS)}, "

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .checks import check_int
 from .residual import find_residual_blocks
 
 LossFn = Callable[[torch.Tensor], torch.Tensor]
@@ -240,9 +241,7 @@ class LinearStack:
 
     def __post_init__(self) -> None:
         for name in ("width", "depth"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, getattr(self, name), low=1)
         if not isinstance(self.scale, (int, float)) or not self.scale >= 0:
             raise ValueError(f"scale must be a number >= 0, got {self.scale!r}")
 
@@ -301,8 +300,7 @@ def expected_rms_gain(scale: float, depth: int, residual: bool) -> float:
     Residual: E||(I + W) v||^2 = ||v||^2 + E||W v||^2 (the cross term has mean zero), so
     (1 + scale^2)^(depth / 2): it never collapses, but it does grow.
     """
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
-        raise ValueError(f"depth must be an int >= 0, got {depth!r}")
+    check_int("depth", depth, low=0)
     if not isinstance(scale, (int, float)) or not scale >= 0:
         raise ValueError(f"scale must be a number >= 0, got {scale!r}")
     return (1 + scale**2) ** (depth / 2) if residual else float(scale) ** depth

@@ -9,12 +9,12 @@ Fig. 1 and Fig. 6: thin dashed lines for training error, bold lines for test err
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-
-import matplotlib.pyplot as plt
-from matplotlib.axes import Axes
-from matplotlib.ticker import MaxNLocator
+from typing import TYPE_CHECKING
 
 from .gradients import WEIGHT, GradientNorms
+
+if TYPE_CHECKING:  # matplotlib loads on the first plot, as in the other modules
+    from matplotlib.axes import Axes
 
 # one colour per family, darker for deeper: plain nets red, residual nets blue
 _PLAIN = ("#f4a582", "#d6604d", "#67001f")
@@ -45,6 +45,8 @@ def plot_norms_vs_depth(tables: Mapping[str, GradientNorms], kind: str = WEIGHT,
     Norms that are exactly 0 (float32 underflow) cannot sit on a log axis: they are left
     out and the legend says so.
     """
+    import matplotlib.pyplot as plt
+
     if not tables:
         raise ValueError("expected at least one net's GradientNorms, got none")
     if ax is None:
@@ -79,6 +81,9 @@ def plot_training_curves(curves: Mapping[str, Mapping[str, Sequence[float]]],
     `curves[name]` holds per-epoch fractions under 'train_error' and/or 'test_error'
     (epoch 1 first), e.g. the "nets" entry of a degradation results file.
     """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
     if not curves:
         raise ValueError("expected at least one net's curves, got none")
     if ax is None:

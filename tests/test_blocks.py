@@ -1,5 +1,7 @@
 """Blocks and shortcuts: the residual formula and the paper's options, checked directly."""
 
+from functools import partial
+
 import pytest
 import torch
 from torch import nn
@@ -13,8 +15,8 @@ from resnet_edu.blocks import (
     PreActBlock,
     conv1x1,
     conv3x3,
-    plain_twin,
 )
+from resnet_edu.residual import find_residual_blocks
 from resnet_edu.shortcuts import ZeroPadShortcut, make_downsample, needs_projection
 
 
@@ -45,22 +47,79 @@ def test_bottleneck_expands_by_four():
     assert blk(torch.randn(1, 64, 8, 8)).shape == (1, 64, 8, 8)
 
 
+BLOCKS = [BasicBlock, Bottleneck, PreActBlock]
+
+
+def _make(block, residual=True, stride=1, norm_layer=None):
+    """A block of each type that keeps 32 channels (Bottleneck: 8 planes, times 4)."""
+    planes = 8 if block is Bottleneck else 32
+    return block(32, planes, stride, norm_layer=norm_layer, residual=residual)
+
+
 @pytest.mark.parametrize(
-    "residual, plain", [(BasicBlock, PlainBasicBlock), (Bottleneck, PlainBottleneck),
-                        (PreActBlock, PlainPreActBlock)],
+    "block, alias", [(BasicBlock, PlainBasicBlock), (Bottleneck, PlainBottleneck),
+                     (PreActBlock, PlainPreActBlock)],
 )
-def test_plain_twin_is_the_block_without_its_shortcut(residual, plain):
-    assert plain_twin(residual) is plain and plain_twin(plain) is plain
+def test_plain_block_is_the_block_without_its_shortcut(block, alias):
+    assert isinstance(alias(32, 8), block) and not alias(32, 8).residual
     torch.manual_seed(0)
-    r = residual(32, 8 if residual is Bottleneck else 32).eval()
+    r = _make(block).eval()
     torch.manual_seed(0)
-    p = plain(32, 8 if residual is Bottleneck else 32).eval()
+    p = _make(block, residual=False).eval()
     x = torch.randn(2, 32, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(p.residual_branch(x), r.residual_branch(x))
         out = p(x)
     expected = r.residual_branch(x).detach()
-    torch.testing.assert_close(out, expected if residual is PreActBlock else torch.relu(expected))
+    torch.testing.assert_close(out, expected if block is PreActBlock else torch.relu(expected))
+    # traced: the residual block adds its input, the plain one adds nothing
+    assert len(find_residual_blocks(r, x)) == 1 and find_residual_blocks(p, x) == []
+    # no shortcut at all, not even a projection where the shape changes
+    assert _make(block, residual=False, stride=2).downsample is None
+    assert "residual=False" in repr(p) and "residual=False" not in repr(r)
+
+
+def test_residual_must_be_a_bool():
+    with pytest.raises(ValueError, match="residual must be True or False, got 'no'"):
+        BasicBlock(8, 8, residual="no")
+
+
+def _loss(block, x):
+    return (block(x) * torch.linspace(-1, 1, x.numel()).view_as(x)).sum()
+
+
+@pytest.mark.parametrize("norm", ["batch", "group"])
+@pytest.mark.parametrize("block", BLOCKS)
+def test_zero_init_starts_at_identity_and_every_branch_parameter_learns(block, norm):
+    """zero_init_last gives F(x) = 0; the zeroed layer gets a gradient at once, and after one
+    SGD step every parameter of the branch does (a zeroed BN scale feeding a ReLU would leave
+    them all at exactly 0 forever)."""
+    norm_layer = nn.BatchNorm2d if norm == "batch" else partial(nn.GroupNorm, 4)
+    torch.manual_seed(0)
+    blk = _make(block, norm_layer=norm_layer)
+    blk.zero_init_last()
+    x = torch.randn(4, 32, 6, 6)
+    with torch.no_grad():
+        assert torch.count_nonzero(blk.residual_branch(x)) == 0
+        torch.testing.assert_close(blk(x), x if block is PreActBlock else torch.relu(x))
+    _loss(blk, x).backward()
+    assert torch.count_nonzero(blk.last_layer().weight.grad) > 0
+    torch.optim.SGD(blk.parameters(), lr=0.1).step()
+    blk.zero_grad()
+    _loss(blk, x).backward()
+    dead = [n for n, p in blk.named_parameters() if p.grad is None or not p.grad.any()]
+    assert dead == []
+
+
+@pytest.mark.parametrize("block", BLOCKS)
+def test_zero_init_without_a_learnable_scale_raises(block):
+    blk = _make(block, norm_layer=nn.Identity)
+    if block is PreActBlock:  # its last layer is a conv, which always has a weight
+        blk.zero_init_last()
+        assert not blk.conv2.weight.any()
+    else:
+        with pytest.raises(ValueError, match="without a learnable weight"):
+            blk.zero_init_last()
 
 
 def test_option_a_subsamples_and_zero_pads():
@@ -99,9 +158,9 @@ def test_conv_helpers_keep_or_halve_size():
 
 
 def test_gradient_reaches_the_input_through_the_identity():
-    """With F's last BN zeroed, dy/dx is exactly the identity (before the final ReLU)."""
+    """With F's last conv zeroed, dy/dx of a pre-activation block is exactly the identity."""
     blk = PreActBlock(8, 8)
-    blk.zero_init_last_norm()
+    blk.zero_init_last()
     x = torch.randn(1, 8, 4, 4, requires_grad=True)
     blk(x).sum().backward()
     torch.testing.assert_close(x.grad, torch.ones_like(x))

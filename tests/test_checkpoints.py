@@ -23,7 +23,8 @@ from resnet_edu.checkpoints import (
     remove_stale_temp_files,
 )
 from resnet_edu.data import load_sample
-from resnet_edu.train import build_model, fit, preset
+from resnet_edu.recipe import build_model, preset
+from resnet_edu.train import fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny nets: no thread pool
 TINY = preset("smoke", width=4, epochs=1, train_subset=128, batch_size=64, tta=False)
@@ -119,9 +120,9 @@ def test_fit_refuses_a_foreign_checkpoint_in_its_folder(checkpoint, tmp_path):
 def test_output_folder_checks(tmp_path):
     assert prepare_out_dir(tmp_path / "a" / "b").is_dir()
     (tmp_path / "f").write_text("")
-    with pytest.raises(OutputDirError, match="out_dir .* is a file, not a folder"):
+    with pytest.raises(OutputDirError, match=r"out_dir .* is a file, not a folder"):
         prepare_out_dir(tmp_path / "f")
-    with pytest.raises(OutputDirError, match="--out .* is a file"):
+    with pytest.raises(OutputDirError, match=r"--out .* is a file"):
         prepare_out_dir(tmp_path / "f", name="--out")
     with pytest.raises(OutputDirError, match="out_dir"):
         fit(build_model(TINY), load_sample(), TINY, out_dir=tmp_path / "f", device="cpu")

@@ -51,7 +51,8 @@ def test_train_on_the_sample_folder_then_evaluate(tmp_path, capsys):
     assert main(["train", *SMOKE, "--data-dir", str(SAMPLE_DIR), "--out", str(out)]) == 0
     assert "1800 train, 200 val, 1000 test" in capsys.readouterr().out
     final = json.loads((out / "final.json").read_text())
-    assert final["preset"] == "smoke" and 0 <= final["test_acc"] <= 1
+    assert final["preset"] == "smoke"
+    assert (final["test_acc"] * 1000) == pytest.approx(round(final["test_acc"] * 1000))  # k/1000
     history = json.loads((out / "history.json").read_text())
     assert len(history["epochs"]) == 1
     state = torch.load(out / "checkpoint.pt", weights_only=True)  # loads without pickled code

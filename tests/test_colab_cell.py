@@ -32,7 +32,7 @@ def test_one_repository_url_in_every_notebook_and_its_badge():
         badge = f"https://colab.research.google.com/github/{found[0][1]}/blob/main/notebooks/"
         assert badge + path.name in header, f"{path.name}: the badge points at the same repository"
     assert len(set(urls.values())) == 1, urls
-    (url, repo), = set(urls.values())
+    (url, _repo), = set(urls.values())
     assert url in (ROOT / "README.md").read_text(), "the README names the repository"
 
 

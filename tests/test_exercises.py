@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from resnet_edu.errors import show_error
 from resnet_edu.exercises import Feedback, NotYet, close, exercise
+from resnet_edu.notebook import show_error
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
@@ -59,6 +59,13 @@ def solution_blocks(path: Path) -> list[str]:
 
 
 SOLUTIONS = [(nb.name, i, code) for nb in NOTEBOOKS for i, code in enumerate(solution_blocks(nb))]
+# the one extractor for every notebook: it must find each notebook's solutions
+EXPECTED_SOLUTIONS = {"01_residual_formula.ipynb": 4, "03_shapes_and_shortcuts.ipynb": 3}
+
+
+@pytest.mark.parametrize("notebook, count", EXPECTED_SOLUTIONS.items())
+def test_the_extractor_finds_every_solution(notebook, count):
+    assert sum(n == notebook for n, _, _ in SOLUTIONS) == count
 
 
 @pytest.mark.parametrize("notebook, index, code", SOLUTIONS,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from resnet_edu import bugs
+from resnet_edu.exercises import bugs
 from resnet_edu.exercises.bug_hunt import (
     CLAIMS,
     check_block,

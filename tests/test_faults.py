@@ -28,7 +28,8 @@ _TRAIN = textwrap.dedent(f"""
     import torch
     from resnet_edu.data import load_sample
     from resnet_edu.runtime import seed_everything
-    from resnet_edu.train import build_model, fit, preset
+    from resnet_edu.recipe import build_model, preset
+    from resnet_edu.train import fit
 
     out, kind, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     torch.set_num_threads(1)

@@ -1,13 +1,16 @@
 """Our models against torchvision's (the oracle), and the paper's parameter counts."""
 
+from functools import partial
+
 import pytest
 import torch
 import torchvision.models as tvm
 from torch import nn
 
 from resnet_edu import models
-from resnet_edu.blocks import BasicBlock, Bottleneck, PreActBlock
+from resnet_edu.blocks import BasicBlock, Bottleneck, PreActBlock, ResidualBlock
 from resnet_edu.data import load_sample, normalize
+from resnet_edu.residual import residual_block_names
 
 IMAGENET = {
     "resnet18": 11_689_512,
@@ -19,16 +22,23 @@ IMAGENET = {
 
 
 @pytest.mark.parametrize("name", IMAGENET)
-def test_imagenet_models_match_torchvision(name):
-    ours, theirs = getattr(models, name)(), getattr(tvm, name)()
+def test_imagenet_models_have_torchvisions_structure(name):
+    """Keys, order, shapes and counts, on the meta device (no memory, no init cost)."""
+    with torch.device("meta"):
+        ours, theirs = getattr(models, name)(), getattr(tvm, name)()
     assert models.count_parameters(ours) == IMAGENET[name]
     assert models.count_parameters(theirs) == IMAGENET[name]
     ours_sd, theirs_sd = ours.state_dict(), theirs.state_dict()
     assert list(ours_sd) == list(theirs_sd)  # same keys, same order
     assert all(ours_sd[k].shape == theirs_sd[k].shape for k in ours_sd)
 
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_imagenet_models_compute_what_torchvision_computes(name):
+    """Weights from torchvision into ours and back (strict), the same outputs both ways."""
+    ours, theirs = getattr(models, name)(), getattr(tvm, name)()
     x = torch.randn(2, 3, 64, 64)
-    ours.load_state_dict(theirs_sd, strict=True)  # torchvision -> ours
+    ours.load_state_dict(theirs.state_dict(), strict=True)  # torchvision -> ours
     ours.eval(), theirs.eval()
     with torch.no_grad():
         torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=0)
@@ -84,13 +94,32 @@ def test_shortcut_options_change_only_the_projections():
         assert m(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
 
 
-def test_plain_nets_have_no_shortcut():
-    for depth in (20, 56):
-        plain = models.cifar_resnet(depth, residual=False, shortcut="B")
-        assert all(not blk.residual and blk.downsample is None
-                   for layer in (plain.layer1, plain.layer2, plain.layer3) for blk in layer)
-    plain18 = models.resnet18(residual=False)
-    assert "downsample" not in " ".join(plain18.state_dict())
+PLAIN_NETS = {
+    "resnet18": lambda **kw: models.resnet18(width=4, **kw),
+    "resnet50": lambda **kw: models.resnet50(width=4, **kw),
+    "cifar_resnet": lambda **kw: models.cifar_resnet(8, shortcut="B", **kw),
+    "cifar_resnet_preact": lambda **kw: models.cifar_resnet(8, preact=True, **kw),
+}
+
+
+@pytest.mark.parametrize("make", PLAIN_NETS.values(), ids=PLAIN_NETS)
+def test_residual_false_removes_every_shortcut(make):
+    """Traced, not read from attributes: the plain net makes no residual addition at all."""
+    x = torch.randn(2, 3, 32, 32)
+    res, plain = make().eval(), make(residual=False).eval()
+    n_blocks = sum(isinstance(m, ResidualBlock) for m in res.modules())
+    assert len(residual_block_names(res, x)) == n_blocks > 0
+    assert residual_block_names(plain, x) == []
+    assert "downsample" not in " ".join(plain.state_dict())
+
+
+def test_a_block_that_cannot_drop_its_shortcut_is_refused():
+    class Custom(nn.Module):
+        expansion = 1
+
+    for residual in (True, False):
+        with pytest.raises(ValueError, match="block must be a ResidualBlock subclass"):
+            models.ResNet(Custom, [1, 1, 1, 1], residual=residual)
 
 
 def test_plain_and_residual_differ_only_by_the_shortcut():
@@ -118,10 +147,32 @@ def test_zero_init_residual_makes_every_block_start_as_identity():
             assert torch.equal(v, w)
 
 
-def test_preact_cifar_net():
-    m = models.cifar_resnet(20, preact=True)
-    assert isinstance(m.layer1[0], PreActBlock)
-    assert m(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+def test_preact_cifar_net_normalizes_after_its_last_block():
+    m = models.cifar_resnet(20, preact=True, width=8).eval()
+    assert isinstance(m.layer1[0], PreActBlock) and isinstance(m.bn1, nn.Identity)
+    assert isinstance(m.final_norm, nn.BatchNorm2d) and m.final_norm.num_features == 32
+    x = torch.randn(2, 3, 32, 32)
+    assert m(x).shape == (2, 10)
+    with torch.no_grad():  # final_norm outputs 0 -> ReLU 0 -> the logits are fc's bias
+        m.final_norm.weight.zero_(), m.final_norm.bias.zero_()
+        torch.testing.assert_close(m(x), m.fc.bias.expand(2, 10))
+
+
+@pytest.mark.parametrize("norm_layer", [nn.BatchNorm2d, partial(nn.GroupNorm, 4)])
+@pytest.mark.parametrize("preact", [False, True])
+def test_zero_init_residual_works_with_batch_and_group_norm(norm_layer, preact):
+    m = models.cifar_resnet(8, shortcut="B", preact=preact, width=8, norm_layer=norm_layer,
+                            zero_init_residual=True)
+    blocks = [b for b in m.modules() if isinstance(b, ResidualBlock)]
+    assert len(blocks) == 3 and all(not b.last_layer().weight.any() for b in blocks)
+    x = torch.relu(torch.randn(2, 8, 32, 32))  # block inputs are post-ReLU
+    with torch.no_grad():
+        torch.testing.assert_close(m.layer1[0](x), x)  # each block starts as the identity
+
+
+def test_zero_init_residual_without_a_learnable_scale_raises():
+    with pytest.raises(ValueError, match="without a learnable weight"):
+        models.cifar_resnet(8, norm_layer=nn.Identity, zero_init_residual=True)
 
 
 def test_batchnorm_can_be_turned_off():
@@ -145,12 +196,13 @@ def test_default_init_keeps_pytorch_defaults():
         (lambda: models.cifar_resnet(2), r"6n\+2 with n >= 1.*got"),
         (lambda: models.cifar_resnet(20, shortcut="E"), "shortcut must be one of"),
         (lambda: models.resnet18(shortcut="bogus"), "shortcut must be one of"),
-        (lambda: models.resnet18_cifar(width=0), "width must be a positive integer, got 0"),
-        (lambda: models.cifar_resnet(20, width=-1), "width must be a positive integer"),
+        (lambda: models.resnet18_cifar(width=0), r"width must be an integer >= 1, got 0"),
+        (lambda: models.cifar_resnet(20, width=-1), "width must be an integer >= 1"),
         (lambda: models.resnet18(num_classes=0), "num_classes"),
         (lambda: models.cifar_resnet(20, init="xavier"), "init must be one of"),
         (lambda: models.ResNet(BasicBlock, [2, 2, 2]), "4 positive block counts"),
-        (lambda: BasicBlock(0, 4), "inplanes must be a positive int"),
+        (lambda: models.ResNet(BasicBlock, [2, 2, True, 2]), r"layers\[2\] must be an integer"),
+        (lambda: BasicBlock(0, 4), "inplanes must be an integer >= 1"),
     ],
 )
 def test_bad_options_raise_clear_errors(make, message):

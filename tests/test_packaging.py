@@ -5,6 +5,7 @@ import tomllib
 from pathlib import Path
 
 import yaml
+from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,9 +36,25 @@ def test_constraints_pin_the_torch_pair_within_the_ranges():
     pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().split()
                 if "==" in line)
     assert set(pins) == {"torch", "torchvision"}
+    ranges = {_name(r): Requirement(r).specifier
+              for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+              ["dependencies"]}
+    for name, version in pins.items():
+        assert version in ranges[name], f"{name}=={version} is outside {ranges[name]}"
 
 
 def test_every_notebook_is_in_the_readme_table():
     readme = (ROOT / "README.md").read_text()
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         assert f"notebooks/{nb.name}" in readme, f"{nb.name} is missing from README's table"
+
+
+def test_every_module_is_in_the_readme_table():
+    readme = (ROOT / "README.md").read_text()
+    package = ROOT / "resnet_edu"
+    names = [f"resnet_edu/{p.name}" for p in sorted(package.glob("*.py"))
+             if p.name != "__init__.py"]
+    names += [f"resnet_edu/{p.name}/" for p in sorted(package.iterdir())
+              if (p / "__init__.py").is_file()]
+    missing = [n for n in names if f"`{n}`" not in readme]
+    assert not missing, f"modules missing from README's package table: {missing}"

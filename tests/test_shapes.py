@@ -81,7 +81,7 @@ def test_stride_two_halves_rounding_down_never_doubles():
     (8.0, 3, 1, 1), (True, 3, 1, 1), (3, 3, 1, 0, 2),
 ])
 def test_conv_output_size_rejects_bad_input(args):
-    with pytest.raises(ValueError, match="must be|kernel covers"):
+    with pytest.raises(ValueError, match=r"must be|kernel covers"):
         conv_output_size(*args)
 
 
@@ -269,14 +269,15 @@ def test_block_shapes_match_real_modules():
         try:
             got = block_shapes(spec)
         except ValueError as e:  # conv2's kernel no longer fits: PyTorch refuses too
-            assert "kernel covers" in str(e)
+            if "kernel covers" not in str(e):
+                raise
             main_path = _main_path(spec)
             with pytest.raises(RuntimeError, match="Kernel size can't be greater"):
                 main_path(torch.zeros(1, spec.in_channels, spec.size, spec.size))
             continue
         if spec.shortcut == "A" and spec.out_channels < spec.in_channels \
                 and (spec.stride != 1 or spec.in_channels != spec.out_channels):
-            with pytest.raises(ValueError):
+            with pytest.raises(ValueError, match="option A can only add channels"):
                 _real_block(spec)
             assert not got.addable and got.shortcut is None
             continue
@@ -304,7 +305,7 @@ def test_calculator_on_the_naive_block_and_the_fix():
 @pytest.mark.parametrize("kwargs", [{"size": 0}, {"stride": 0}, {"padding": -1},
                                     {"shortcut": "E"}, {"in_channels": 1.5}])
 def test_block_spec_rejects_bad_input(kwargs):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"must be (an integer|one of)"):
         BlockSpec(**kwargs)
 
 

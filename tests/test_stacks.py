@@ -101,7 +101,18 @@ def test_gradient_identity_both_sides_agree_for_preactivation(train):
     torch.testing.assert_close(g.lhs, expected)
     torch.testing.assert_close(g.direct, out / out.numel())
     assert all(p.grad is None for p in stack.parameters())
-    assert 0 < g.direct_share
+    assert 0.05 < g.direct_share < 20  # F's terms change the size, but not by orders here
+
+
+def test_with_every_branch_zeroed_the_whole_gradient_is_the_direct_term():
+    """Zero-init (conv2 = 0) makes every F and its Jacobian 0: Eq. 5 reduces to its "1"."""
+    stack = _randomize_norms(_stack(PreActBlock, depth=4))
+    for block in stack:
+        block.zero_init_last()
+    x = torch.randn(4, 6, 5, 5, dtype=torch.float64)
+    g = gradient_identity(stack, x)
+    torch.testing.assert_close(g.lhs, g.direct, rtol=0, atol=0)
+    assert g.direct_share == 1.0
 
 
 def test_gradient_identity_fails_after_post_activation_relu():

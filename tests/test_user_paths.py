@@ -78,7 +78,7 @@ def test_missing_shipped_files_and_unknown_names_are_explained(installed):
 
 
 def test_unknown_results_file_lists_the_ones_there():
-    with pytest.raises(FileNotFoundError, match="degradation_cpu.json"):
+    with pytest.raises(FileNotFoundError, match=r"degradation_cpu\.json"):
         results_file("degradation_gpu.json")
 
 

@@ -4,11 +4,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.pyplot as plt
+import pytest
 
-from resnet_edu.gradients import ACTIVATION, WEIGHT, GradientNorms, NormRow  # noqa: E402
-from resnet_edu.viz import plot_norms_vs_depth, plot_training_curves  # noqa: E402
+from resnet_edu.gradients import ACTIVATION, WEIGHT, GradientNorms, NormRow
+from resnet_edu.viz import plot_norms_vs_depth, plot_training_curves
 
 
 def _table(norms, kind=WEIGHT):

@@ -71,8 +71,8 @@ def test_notebooks_run_from_the_installed_wheel(tmp_path):
                                           ("src", "wheels", "target", "notebooks", "cache"))
     shutil.copytree(ROOT, source, ignore=_not_sources)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    _run(pip + ["wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(wheels),
-                str(source)])
+    _run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(wheels),
+          str(source)])
     (wheel,) = wheels.glob("resnet_edu-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for shipped in ("resnet_edu/_shipped/cifar10-sample/cifar-10-batches-py/test_batch",
@@ -80,7 +80,7 @@ def test_notebooks_run_from_the_installed_wheel(tmp_path):
                     "resnet_edu/_shipped/results/softmax_vs_ce.json"):
         assert shipped in names
     assert not any(n.split("/")[0] in ("data", "results", "tests", "bench") for n in names)
-    _run(pip + ["install", "--no-deps", "--no-index", "--target", str(target), str(wheel)])
+    _run([*pip, "install", "--no-deps", "--no-index", "--target", str(target), str(wheel)])
     installed = _files(target)
 
     run.mkdir()
@@ -97,8 +97,8 @@ def test_notebooks_run_from_the_installed_wheel(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("RESNET_EDU_DATA", "PYTHONPATH")}
     env.update(PYTHONPATH=str(target), XDG_CACHE_HOME=str(cache), RESNET_EDU_QUICK="1",
                RESNET_EDU_STATIC="1", RESNET_EDU_TEST_TARGET=str(target))
-    notebooks = ["00_installed_package.ipynb"] + sorted(
-        p.name for p in run.glob("*.ipynb") if p.name != "00_installed_package.ipynb")
+    notebooks = ["00_installed_package.ipynb", *sorted(
+        p.name for p in run.glob("*.ipynb") if p.name != "00_installed_package.ipynb")]
     _run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--nbval",
           "--nbval-current-env", "--nbval-sanitize-with", "sanitize.cfg", *notebooks],
          cwd=run, env=env, timeout=3600)

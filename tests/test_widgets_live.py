@@ -10,7 +10,7 @@ import os
 import ipywidgets
 import pytest
 
-from resnet_edu import widgets
+from resnet_edu import notebook
 
 
 @pytest.fixture
@@ -38,17 +38,17 @@ def test_the_expected_ipywidgets_major_is_imported():
 def test_live_mode_decision(monkeypatch):
     monkeypatch.setenv("CI", "true")
     monkeypatch.setenv("RESNET_EDU_STATIC", "0")
-    assert widgets.live_widgets()  # forced, even under CI and without a kernel
+    assert notebook.live_widgets()  # forced, even under CI and without a kernel
     monkeypatch.setenv("RESNET_EDU_STATIC", "1")
     monkeypatch.delenv("CI")
-    assert not widgets.live_widgets()
+    assert not notebook.live_widgets()
     monkeypatch.delenv("RESNET_EDU_STATIC")
-    assert not widgets.live_widgets()  # no kernel here, so nothing could show widgets
+    assert not notebook.live_widgets()  # no kernel here, so nothing could show widgets
 
 
 def test_controls_match_their_abbreviations_and_start_at_the_defaults(live):
     calls = []
-    widgets.interactive_figure(
+    notebook.interactive_figure(
         lambda depth, scale, kind, bn: calls.append((depth, scale, kind, bn)),
         depth=(2, 50, 4), scale=(0.5, 1.5, 0.25), kind=["plain", "residual"], bn=True,
         defaults={"bn": False},
@@ -67,7 +67,7 @@ def test_controls_match_their_abbreviations_and_start_at_the_defaults(live):
 
 def test_every_control_redraws_with_its_new_value(live):
     calls = []
-    widgets.interactive_figure(lambda depth, kind, bn: calls.append((depth, kind, bn)),
+    notebook.interactive_figure(lambda depth, kind, bn: calls.append((depth, kind, bn)),
                                depth=(2, 10, 2), kind=["plain", "residual"], bn=True)
     c = _controls(live[0])
     c["depth"].value = 10
@@ -79,9 +79,9 @@ def test_every_control_redraws_with_its_new_value(live):
 
 def test_bad_controls_are_refused_with_what_was_expected(live):
     with pytest.raises(TypeError, match="expected a \\(min, max\\[, step\\]\\) tuple"):
-        widgets.interactive_figure(lambda n: None, n="many")
+        notebook.interactive_figure(lambda n: None, n="many")
     with pytest.raises(ValueError, match="non-empty list"):
-        widgets.interactive_figure(lambda n: None, n=[])
+        notebook.interactive_figure(lambda n: None, n=[])
     with pytest.raises(ValueError, match="name no control"):
-        widgets.interactive_figure(lambda n: None, n=(1, 3), defaults={"m": 2})
+        notebook.interactive_figure(lambda n: None, n=(1, 3), defaults={"m": 2})
     assert live == []

@@ -7,10 +7,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..bugs import GoodBlock, TinyResNet, evaluate_correctly
 from ..diagnostics import ACTIVATIONS, diagnose
 from ..models import cifar_resnet, count_parameters
 from . import NotYet, exercise
+from .bugs import GoodBlock, TinyResNet, evaluate_correctly
 
 # (in_channels, out_channels, stride) cases, with and without a shape change
 SHORTCUT_CASES = ((16, 16, 1), (16, 32, 2), (32, 32, 2), (32, 64, 1), (64, 64, 1))

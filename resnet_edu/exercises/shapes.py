@@ -132,10 +132,10 @@ def check_shortcut(make_shortcut: Callable[[int, int, int], nn.Module | None]) -
         if torch.allclose(a, b):
             raise NotYet(f"for {case} the shortcut's output does not depend on x: it must "
                          "carry x (or a projection of it) past the convs")
-        if module is not None and cin == cout and stride == 1:
-            if any(True for _ in module.parameters()):
-                notes.append("you project even where the shapes already match: that is "
-                             "option C, which works but costs parameters; option B uses the "
-                             "identity there")
+        projects = module is not None and any(True for _ in module.parameters())
+        if projects and cin == cout and stride == 1:
+            notes.append("you project even where the shapes already match: that is "
+                         "option C, which works but costs parameters; option B uses the "
+                         "identity there")
     return "the block runs in every case. " + (notes[0] if notes else
                                                 "Shapes match and x gets through.")

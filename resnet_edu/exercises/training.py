@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..train import TrainConfig, lr_at, param_groups
+from ..recipe import TrainConfig, lr_at, param_groups
 from . import NotYet, close, exercise
 
 

@@ -1,4 +1,5 @@
-"""Interactive figures for live teaching that degrade to one static figure.
+"""Notebook helpers: interactive figures that degrade to one static figure, and expected
+errors shown without halting "Run All".
 
 In JupyterLab or Colab, `interactive_figure(draw, depth=(2, 60, 2), ...)` shows ipywidgets
 controls and redraws on every change. In static mode (nbval, nbconvert, CI, or
@@ -6,41 +7,23 @@ controls and redraws on every change. In static mode (nbval, nbconvert, CI, or
 the figure and "Run All" never waits on a front end. `RESNET_EDU_STATIC=0` forces live
 widgets, even under CI (the browser test uses it).
 
+A cell that raises stops "Run All" in JupyterLab and Colab, so notebooks run code that is
+meant to fail through `show_error`, which catches the one exception it expects and prints it.
+
 Only API common to ipywidgets 7.6+ and 8 is used (`interactive_output`, `IntSlider`,
 `FloatSlider`, `Dropdown`, `Checkbox`, `HBox`/`VBox`), so Colab keeps the 7.x it ships.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
-from .runtime import _flag
-
-_FALSE = {"0", "false", "no", "off"}
+from .runtime import live_widgets
 
 # every notebook cell that shows widgets carries this line as a comment (tested)
 NO_CONTROLS_HINT = ("No controls above the figure? Colab: Runtime → Restart session after the "
                     "set-up cell; JupyterLab: install jupyterlab_widgets.")
-
-
-def live_widgets() -> bool:
-    """True when a notebook front end can show widgets.
-
-    `RESNET_EDU_STATIC=1` or `CI` gives static figures, `RESNET_EDU_STATIC=0` forces live
-    widgets; otherwise they are live inside a kernel (JupyterLab, Colab, VS Code).
-    """
-    forced = os.environ.get("RESNET_EDU_STATIC", "").strip().lower() in _FALSE
-    if not forced and (_flag("RESNET_EDU_STATIC") or _flag("CI")):
-        return False
-    try:
-        import ipywidgets  # noqa: F401
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    # a kernel (JupyterLab, Colab, VS Code) has one; a plain IPython terminal does not
-    return forced or getattr(get_ipython(), "kernel", None) is not None
 
 
 def _default(spec: Any) -> Any:
@@ -119,3 +102,19 @@ def interactive_figure(draw: Callable[..., Any], defaults: dict[str, Any] | None
     out = w.interactive_output(draw, widgets)  # draws once now, then on every change
     display(w.VBox([w.HBox(list(widgets.values()), layout=w.Layout(flex_flow="row wrap")),
                     out]))
+
+
+def show_error(code: Callable[[], Any], expected: type[BaseException] = Exception,
+               ) -> BaseException | None:
+    """Run `code()`; print and return the expected exception (re-raise any other).
+
+    The printed line is "<ExceptionType>: <message>", the same as the last line of a
+    traceback, so a notebook can read it with the student. If nothing is raised, it says so.
+    """
+    try:
+        code()
+    except expected as e:
+        print(f"{type(e).__name__}: {e}")
+        return e
+    print(f"No error: the code ran without raising {expected.__name__}.")
+    return None

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from ..checks import check_int
+
 BlockFactory = Callable[[int, int, int], nn.Module]
 
 
@@ -28,10 +30,11 @@ class TinyResNet(nn.Module):
     def __init__(self, block: BlockFactory, widths: Sequence[int] = (16, 32, 64),
                  depth: int = 1, num_classes: int = 10) -> None:
         super().__init__()
-        if not widths or any(not isinstance(w, int) or w < 1 for w in widths):
-            raise ValueError(f"widths must be positive ints, got {widths!r}")
-        if not isinstance(depth, int) or depth < 1:
-            raise ValueError(f"depth must be a positive int, got {depth!r}")
+        if not widths:
+            raise ValueError("widths must name at least one stage width, got none")
+        for i, w in enumerate(widths):
+            check_int(f"widths[{i}]", w, low=1)
+        check_int("depth", depth, low=1)
         self.conv1 = nn.Conv2d(3, widths[0], 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU(inplace=True)
@@ -66,7 +69,9 @@ def _projection(cin: int, cout: int, stride: int) -> nn.Sequential:
 
 
 class _TwoConvBlock(nn.Module):
-    """The main path every block below shares: conv-BN-ReLU-conv-BN (a BasicBlock's F)."""
+    """What every block below shares: the main path conv-BN-ReLU-conv-BN (a BasicBlock's F)
+    and the forward y = ReLU(F(x) + shortcut(x)). A subclass sets `self.shortcut` (and
+    overrides `forward` only where the mistake is in it)."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
                  bias: bool = False) -> None:
@@ -80,6 +85,9 @@ class _TwoConvBlock(nn.Module):
     def main_path(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))  # (B, out, H/s, W/s)
         return self.bn2(self.conv2(out))  # (B, out, H/s, W/s)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.main_path(x) + self.shortcut(x))  # (B, out, H/s, W/s)
 
 
 class ForgetfulBlock(_TwoConvBlock):
@@ -116,9 +124,6 @@ class StrideOneShortcutBlock(_TwoConvBlock):
             self.shortcut = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, 1, stride=1, bias=False), nn.ReLU())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.main_path(x) + self.shortcut(x))
-
 
 class ReluShortcutBlock(_TwoConvBlock):
     """Mistake 2 without the crash: the right stride, but a ReLU inside the projection."""
@@ -130,9 +135,6 @@ class ReluShortcutBlock(_TwoConvBlock):
             self.shortcut = nn.Sequential(_projection(in_channels, out_channels, stride),
                                           nn.ReLU())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.main_path(x) + self.shortcut(x))
-
 
 class AlwaysProjectBlock(_TwoConvBlock):
     """Mistake 3: a projection is built for every block, even where shapes already match."""
@@ -140,9 +142,6 @@ class AlwaysProjectBlock(_TwoConvBlock):
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__(in_channels, out_channels, stride)
         self.shortcut = _projection(in_channels, out_channels, stride)  # always
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.main_path(x) + self.shortcut(x))
 
 
 class BiasBeforeNormBlock(_TwoConvBlock):
@@ -154,9 +153,6 @@ class BiasBeforeNormBlock(_TwoConvBlock):
         if stride != 1 or in_channels != out_channels:
             self.shortcut = _projection(in_channels, out_channels, stride)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.main_path(x) + self.shortcut(x))
-
 
 class GoodBlock(_TwoConvBlock):
     """No mistake: the reference the buggy blocks differ from (a BasicBlock, option B)."""
@@ -166,9 +162,6 @@ class GoodBlock(_TwoConvBlock):
         self.shortcut = nn.Sequential()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = _projection(in_channels, out_channels, stride)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.main_path(x) + self.shortcut(x))
 
 
 class DetachedShortcutBlock(GoodBlock):

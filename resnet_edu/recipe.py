@@ -1,0 +1,223 @@
+"""The training recipe as data and pure rules: `TrainConfig`, the presets, the learning-rate
+schedule, the crop size per epoch, the weight-decay groups, the mixed-precision choice.
+
+    config = preset("cpu", epochs=4)      # a frozen TrainConfig
+    lr_at(step, total_steps, config)      # the schedule, one step at a time
+    train_resolution(epoch, config)       # progressive resizing: the crop size of an epoch
+
+Nothing here trains: `resnet_edu.train.fit` runs the recipe, and the exercises and notebook
+04 plot these rules on their own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .checkpoints import CheckpointError
+from .checks import SEED_MAX, check_float, check_int
+from .data import IMAGE_SIZE
+from .runtime import cpu_has_native_bf16, cuda_has_native_bf16, default_device, quick_mode
+
+SCHEDULES = ("onecycle", "cosine", "constant")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training recipe. Use `preset(name, **changes)` for the named ones."""
+
+    name: str = "custom"
+    width: int = 64  # ResNet-18 width for `build_model` (64 = the standard net)
+    epochs: int = 10
+    batch_size: int = 512
+    lr: float = 0.4  # peak learning rate, reached at the end of the warm-up
+    schedule: str = "onecycle"  # onecycle: linear up, linear down; cosine: linear up, cosine
+    warmup: float = 0.2  # fraction of the steps spent warming up
+    final_lr_fraction: float = 0.0  # lr at the last step, as a fraction of `lr`
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4  # on conv and linear weights only
+    label_smoothing: float = 0.1
+    padding: int = 4  # random-crop padding (0: no crop)
+    flip: bool = True
+    cutout: int = 0  # side of the cutout square in pixels (0: off)
+    min_resolution: int = IMAGE_SIZE  # progressive resizing: first-epoch crop size, ramps up
+    full_resolution_epochs: int = 1  # the last epochs train at the full IMAGE_SIZE
+    train_subset: int | None = None  # use only the first N training images (smoke tests)
+    eval_batch_size: int = 1024
+    tta: bool = True  # also report accuracy with test-time flip augmentation
+    amp: str = "auto"  # auto: bf16 where native (GPU or CPU), fp16 on older GPUs, else off
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the model (GPU; the first epoch pays for it)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("width", "epochs", "batch_size", "eval_batch_size"):
+            check_int(name, getattr(self, name), low=1)
+        for name in ("full_resolution_epochs", "padding", "cutout"):
+            check_int(name, getattr(self, name), low=0)
+        check_int("seed", self.seed, low=0, high=SEED_MAX)
+        check_int("min_resolution", self.min_resolution, low=8, high=IMAGE_SIZE)
+        if self.train_subset is not None:
+            check_int("train_subset", self.train_subset, low=1)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+        check_float("lr", self.lr, low=0, low_open=True)
+        check_float("weight_decay", self.weight_decay, low=0)
+        for name in ("warmup", "momentum", "label_smoothing"):
+            check_float(name, getattr(self, name), low=0, high=1, high_open=True)
+        check_float("final_lr_fraction", self.final_lr_fraction, low=0, high=1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, TrainConfig] = {
+    # full ResNet-18 on one modern GPU: bf16, channels_last, big batches, short one-cycle
+    "gpu": TrainConfig(name="gpu", width=64, epochs=12, batch_size=512, lr=0.4,
+                       warmup=0.15, label_smoothing=0.2, weight_decay=5e-4, cutout=8,
+                       min_resolution=IMAGE_SIZE, amp="auto", channels_last=True, compile=False),
+    # ResNet-18 topology at width 16 for a laptop CPU (target: 10 minutes on 2 cores, measured
+    # by bench/train_cifar.py): small crops early (a 24 x 24 crop costs about half a 32 x 32
+    # one), full size for the last epochs; bf16 autocast where the CPU has it natively (about
+    # 2x faster). lr 0.4 / smoothing 0.2 were chosen over 0.2 / 0.1 on the validation split.
+    "cpu": TrainConfig(name="cpu", width=16, epochs=16, batch_size=256, lr=0.4,
+                       warmup=0.2, label_smoothing=0.2, weight_decay=5e-4,
+                       min_resolution=24, full_resolution_epochs=4, amp="auto",
+                       channels_last=True),
+    # seconds, for CI and the notebooks' quick mode: a tiny net, two short epochs
+    "smoke": TrainConfig(name="smoke", width=8, epochs=2, batch_size=128, lr=0.2,
+                         warmup=0.3, train_subset=512, eval_batch_size=512, amp="off"),
+}
+
+
+def config_from_checkpoint(state: dict[str, Any], path: str | Path) -> TrainConfig:
+    """The `TrainConfig` a checkpoint was written with (fields it lacks take their defaults)."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(state["config"]) - known)
+    if unknown:
+        raise CheckpointError(f"{path} was written by another version of resnet-edu: its recipe "
+                              f"has fields this version does not know ({', '.join(unknown)})")
+    try:
+        return TrainConfig(**state["config"])
+    except ValueError as e:
+        raise CheckpointError(f"{path} holds an invalid recipe: {e}") from None
+
+
+def preset(name: str, **changes: Any) -> TrainConfig:
+    """The named recipe ('gpu', 'cpu', 'smoke'), with optional field changes."""
+    if name not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
+    return dataclasses.replace(PRESETS[name], **changes)
+
+
+def choose_preset(device: torch.device | None = None, quick: bool | None = None) -> str:
+    """'smoke' in quick mode (CI), else 'gpu' on CUDA, else 'cpu' (MPS too: no bf16 there)."""
+    quick = quick_mode() if quick is None else quick
+    if quick:
+        return "smoke"
+    device = device or default_device()
+    return "gpu" if device.type == "cuda" else "cpu"
+
+
+def build_model(config: TrainConfig) -> nn.Module:
+    """ResNet-18 with the CIFAR stem at `config.width` (the model the presets are tuned for)."""
+    from .models import resnet18_cifar
+
+    # zero-init the last BN of each block: every block starts as the identity (Goyal et al.)
+    return resnet18_cifar(width=config.width, zero_init_residual=True)
+
+
+# --- rules, as pure functions ------------------------------------------------------------
+
+def lr_at(step: int, total_steps: int, config: TrainConfig) -> float:
+    """Learning rate at optimizer step `step` (0-based) of `total_steps`.
+
+    Linear warm-up from 0 to `lr` over the first `warmup` fraction (large-batch SGD needs it,
+    Goyal et al. 2017), then down to `final_lr_fraction * lr`: linearly (one-cycle) or along
+    a half cosine (Loshchilov & Hutter 2017); `constant` stays at `lr` after the warm-up.
+    """
+    if total_steps < 1 or not 0 <= step < total_steps:
+        raise ValueError(f"step must be in [0, {total_steps}), got {step}")
+    warm = round(config.warmup * total_steps)
+    if step < warm:
+        return config.lr * (step + 1) / warm
+    if config.schedule == "constant":
+        return config.lr
+    t = (step - warm) / max(1, total_steps - warm - 1)  # 0 -> 1 over the decay
+    end = config.final_lr_fraction
+    if config.schedule == "onecycle":
+        return config.lr * (1 - (1 - end) * t)
+    return config.lr * (end + (1 - end) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def train_resolution(epoch: int, config: TrainConfig) -> int:
+    """Crop size of epoch `epoch` (0-based): a linear ramp from `min_resolution` to the full
+    IMAGE_SIZE (32), in steps of 4 pixels, with the last `full_resolution_epochs` at full size."""
+    ramp = config.epochs - config.full_resolution_epochs
+    if config.min_resolution >= IMAGE_SIZE or epoch >= ramp:
+        return IMAGE_SIZE
+    size = config.min_resolution + (IMAGE_SIZE - config.min_resolution) * epoch / max(1, ramp)
+    return min(IMAGE_SIZE, int(size) // 4 * 4)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two optimizer groups: conv/linear weights with weight decay; BN parameters and
+    biases (1-D tensors) without, since decaying them only fights the normalization."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `amp` on `device` (None: full float32).
+
+    bf16 only where the hardware has it: CUDA GPUs of compute capability >= 8.0 and CPUs
+    with AVX512-BF16 or AMX (`runtime.cuda_has_native_bf16`, `cpu_has_native_bf16`).
+    'auto' picks bf16 there (no loss scaling needed); fp16 on older CUDA GPUs (T4, V100),
+    which `fit` pairs with a `GradScaler`; float32 on other CPUs (emulated bf16 is slower
+    than float32) and on MPS. 'bf16' asks for it anyway on a CPU (correct, if slow there);
+    on a CUDA GPU without it or on MPS it is an error, as is 'fp16' off CUDA.
+    """
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp must be one of {AMP_MODES}, got {amp!r}")
+    if amp == "off":
+        return None
+    if amp == "auto":
+        if device.type == "cpu":
+            return torch.bfloat16 if cpu_has_native_bf16() else None
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if cuda_has_native_bf16(device) else torch.float16
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError(f"amp='fp16' needs a CUDA device, got {device.type}; use 'bf16' or 'off'")
+    if amp == "bf16" and device.type == "cuda" and not cuda_has_native_bf16(device):
+        major, minor = torch.cuda.get_device_capability(device)
+        raise ValueError(f"amp='bf16' needs a CUDA GPU of compute capability >= 8.0, got "
+                         f"{major}.{minor} ({torch.cuda.get_device_name(device)}); "
+                         "use 'fp16' or 'auto'")
+    if amp == "bf16" and device.type not in ("cpu", "cuda"):
+        raise ValueError(f"amp='bf16' needs a CUDA GPU or a CPU, got {device.type}; use 'off'")
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def needs_grad_scaler(dtype: torch.dtype | None) -> bool:
+    """fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none."""
+    return dtype == torch.float16
+
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager:
+    """Mixed precision at `dtype` on `device` (from `resolve_amp`); None: plain float32."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()

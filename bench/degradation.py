@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from resnet_edu.data import Cifar10, load_cifar10, load_sample, normalize
+from resnet_edu.data import Cifar10, data_label, load_cifar10, load_sample, normalize
 from resnet_edu.gradients import gradient_norms
 from resnet_edu.models import cifar_resnet, count_parameters
 from resnet_edu.recipe import TrainConfig
@@ -123,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         "environment": env,
         "data": {"train_images": len(data.train) if config.train_subset is None
                  else min(config.train_subset, len(data.train)),
-                 "test_images": len(data.test), "source": "sample" if args.quick
-                 else "CIFAR-10 (JPEG copy)"},
+                 "test_images": len(data.test), "source": data_label(data)},
         "config": config.to_dict(),
         "train_error_note": "running error on the augmented training batches of each epoch",
         "paper_test_error_percent": PAPER_TEST_ERROR,

@@ -100,7 +100,7 @@ def main() -> int:
         "final_test_acc": round(last["test_acc"], 4),
         "final_test_acc_tta": round(last["test_acc_tta"], 4),
         "final_val_acc": round(last["val_acc"], 4),
-        "images_per_s": round(len(data.train) * config.epochs / last["train_time_s"], 1),
+        "images_per_s": round(history.images_per_s(), 1),
     }
     text = json.dumps(line)
     print(text)

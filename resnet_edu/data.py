@@ -281,6 +281,30 @@ def fingerprint(data: Cifar10) -> str:
     return h.hexdigest()[:16]
 
 
+def data_label(data: Cifar10) -> str:
+    """What `data` is, for figure titles and reports, read from the files it came from:
+    "CIFAR-10" for the official release (the test batch's MD5 is torchvision's),
+    "CIFAR-10 (JPEG copy)" for a copy made from JPEG files (its batches name `.jpg` files),
+    "CIFAR-10 sample" for the sample shipped with the package, else "CIFAR-10 (unofficial
+    copy)": a copy whose files differ from the release in some other way."""
+    directory = _batches_dir(Path(data.source))
+    if directory.resolve() == _batches_dir(SAMPLE_DIR).resolve():
+        return "CIFAR-10 sample"
+    test_file = directory / TEST_FILES[0]
+    from torchvision.datasets import CIFAR10
+
+    official = dict(CIFAR10.test_list)[TEST_FILES[0]]
+    if hashlib.md5(test_file.read_bytes()).hexdigest() == official:
+        return "CIFAR-10"
+    with open(test_file, "rb") as f:
+        raw = _BatchUnpickler(f, encoding="bytes").load()
+    names = raw.get(b"filenames", raw.get("filenames", [])) if isinstance(raw, dict) else []
+    if names and all((n.decode() if isinstance(n, bytes) else str(n)).lower().endswith(".jpg")
+                     for n in names):
+        return "CIFAR-10 (JPEG copy)"
+    return "CIFAR-10 (unofficial copy)"
+
+
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> float, per channel zero mean and unit std."""
     mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)

@@ -85,16 +85,34 @@ def per_class_accuracy(matrix: torch.Tensor) -> torch.Tensor:
     return matrix.diag().double() / matrix.sum(1).double()
 
 
-def most_confident_mistakes(probs: torch.Tensor, labels: torch.Tensor, k: int = 16
-                            ) -> torch.Tensor:
-    """Indices of the k wrong predictions with the highest predicted probability."""
+def most_confident_mistakes(probs: torch.Tensor, labels: torch.Tensor, k: int = 16,
+                            by: str = "confidence") -> torch.Tensor:
+    """Indices of the k worst wrong predictions: `by="confidence"`, the highest probability
+    given to the (wrong) predicted class; `by="loss"`, the lowest probability given to the
+    true class (the largest cross-entropy). A model trained with label smoothing keeps its
+    top probability below about 1 - eps, so many mistakes tie near that cap in confidence;
+    the loss still separates them."""
     if probs.ndim != 2 or len(probs) != len(labels):
         raise ValueError(f"expected probs (N, classes) and labels (N,), got "
                          f"{tuple(probs.shape)} and {tuple(labels.shape)}")
+    if by not in ("confidence", "loss"):
+        raise ValueError(f"by must be 'confidence' or 'loss', got {by!r}")
     confidence, predicted = probs.max(1)
     wrong = (predicted != labels).nonzero().flatten()
-    order = confidence[wrong].argsort(descending=True)
+    if by == "loss":
+        score = -probs[wrong, labels[wrong]].clamp_min(1e-12).log()  # -log p(true class)
+    else:
+        score = confidence[wrong]
+    order = score.argsort(descending=True)
     return wrong[order[:k]]
+
+
+def top_confusions(matrix: torch.Tensor, k: int = 4) -> list[tuple[int, int, int]]:
+    """The k pairs of classes confused most often, in either direction: (a, b, count) with
+    count = matrix[a, b] + matrix[b, a] (row = true class), largest first."""
+    n = len(matrix)
+    pairs = [(a, b, int(matrix[a, b] + matrix[b, a])) for a in range(n) for b in range(a + 1, n)]
+    return sorted(pairs, key=lambda t: -t[2])[:k]
 
 
 def plot_confusion_matrix(matrix: torch.Tensor, classes: Sequence[str] = CLASSES,
@@ -130,7 +148,7 @@ def plot_per_class_accuracy(accuracy: torch.Tensor, classes: Sequence[str] = CLA
     ax.axvline(mean, color="k", linestyle="--", label=f"mean {mean:.1f}%")
     ax.set(xlabel="accuracy (%)", ylabel="class", title=title, xlim=(0, 100))
     ax.invert_yaxis()
-    ax.legend(loc="lower left")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)  # below, off the bars
     fig.tight_layout()
     return fig
 
@@ -156,13 +174,15 @@ def plot_images(data: ImageSet, indices: Sequence[int] | torch.Tensor, ncols: in
 
 
 def plot_mistakes(data: ImageSet, probs: torch.Tensor, indices: torch.Tensor,
-                  ncols: int = 8) -> Any:
-    """The given mistakes with 'predicted (confidence) / true' captions."""
+                  ncols: int = 8, title: str | None = None) -> Any:
+    """The given mistakes with 'predicted (confidence) / true (its probability)' captions."""
     confidence, predicted = probs.max(1)
     captions = [f"{CLASSES[predicted[i]]} {100 * confidence[i]:.0f}%\n"
-                f"(true: {CLASSES[data.labels[i]]})" for i in indices.tolist()]
+                f"(true: {CLASSES[data.labels[i]]} {100 * probs[i, data.labels[i]]:.0f}%)"
+                for i in indices.tolist()]
     return plot_images(data, indices, ncols, captions,
-                       title="Most confident mistakes: predicted (confidence), true class")
+                       title=title or "Mistakes: predicted class (probability), "
+                                      "true class (probability)")
 
 
 def plot_class_balance(sets: dict[str, ImageSet], classes: Sequence[str] = CLASSES) -> Any:

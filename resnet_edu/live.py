@@ -11,6 +11,7 @@ final curves with `plot_history` instead.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,9 +19,24 @@ from .notebook import live_widgets
 from .train import History
 
 
+def smoothed_loss_floor(label_smoothing: float, classes: int = 10) -> float:
+    """The smallest cross-entropy a model can reach against label-smoothed targets: the
+    entropy of the target, (1 - eps + eps/K) on the true class and eps/K on each other one.
+    0.867 nats for eps = 0.2 and K = 10; 0 without smoothing."""
+    if label_smoothing <= 0:
+        return 0.0
+    true, other = 1 - label_smoothing + label_smoothing / classes, label_smoothing / classes
+    return -(true * math.log(true) + (classes - 1) * other * math.log(other))
+
+
 def plot_history(history: History, axes: Any = None, title: str | None = None,
-                 splits: Sequence[str] = ("train", "val", "test")) -> Any:
-    """Loss (left) and accuracy (right) per epoch for each of `splits` the history holds."""
+                 splits: Sequence[str] = ("train", "val", "test"), data: str = "",
+                 classes: int = 10) -> Any:
+    """Loss (left) and accuracy (right) per epoch for each of `splits` the history holds.
+
+    `data` names the data set in the title (e.g. `resnet_edu.data.data_label(data)`). The
+    training loss of a run with label smoothing is measured against the smoothed targets, the
+    other splits' against the true labels, so its floor (`smoothed_loss_floor`) is drawn."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
@@ -41,6 +57,10 @@ def plot_history(history: History, axes: Any = None, title: str | None = None,
         if history.column(f"{split}_acc_tta"):
             axes[1].plot(epochs, [100 * a for a in history.column(f"{split}_acc_tta")],
                          style, marker="x", alpha=0.6, label=f"{split} (flip TTA)")
+    smoothing = history.config.get("label_smoothing", 0.0) or 0.0
+    if "train" in splits and smoothing > 0 and history.column("train_loss"):
+        axes[0].axhline(smoothed_loss_floor(smoothing, classes), color="grey", ls="-.", lw=1,
+                        label=f"train loss floor (label smoothing {smoothing:g})")
     axes[0].set(xlabel="epoch", ylabel="cross-entropy loss (nats)", title="Loss")
     axes[1].set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for ax in axes:
@@ -49,7 +69,8 @@ def plot_history(history: History, axes: Any = None, title: str | None = None,
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
     name = history.config.get("name", "")
-    fig.suptitle(title or f"Training curves (preset '{name}', CIFAR-10 (JPEG copy))")
+    on = f", {data}" if data else ""
+    fig.suptitle(title or f"Training curves (preset '{name}'{on})")
     fig.tight_layout()
     return fig
 
@@ -57,8 +78,9 @@ def plot_history(history: History, axes: Any = None, title: str | None = None,
 class LiveCurves:
     """A `fit` callback that redraws the curves after every epoch in a live notebook."""
 
-    def __init__(self, enabled: bool | None = None) -> None:
+    def __init__(self, enabled: bool | None = None, data: str = "") -> None:
         self.enabled = live_widgets() if enabled is None else enabled
+        self.data = data  # the data set's name for the title, as in `plot_history`
         self._handle: Any = None
 
     def __call__(self, history: History) -> None:
@@ -67,7 +89,7 @@ class LiveCurves:
         import matplotlib.pyplot as plt
         from IPython.display import display
 
-        fig = plot_history(history)
+        fig = plot_history(history, data=self.data)
         if self._handle is None:
             self._handle = display(fig, display_id=True)
         else:

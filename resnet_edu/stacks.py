@@ -161,6 +161,13 @@ class GradientIdentity:
         """||dE/dx_L|| / ||dE/dx_l||: how much of the gradient's size arrives with no layer."""
         return (self.direct.norm() / self.lhs.norm()).item()
 
+    @property
+    def direct_cosine(self) -> float:
+        """cos of the angle between dE/dx_L and dE/dx_l: 1 when the whole gradient points where
+        the identity term points, 0 when the branches' term is orthogonal to it and dominates."""
+        a, b = self.direct.flatten(), self.lhs.flatten()
+        return (a @ b / (a.norm() * b.norm())).item()
+
 
 def gradient_identity(blocks: Sequence[nn.Module], x_l: torch.Tensor,
                       loss_fn: LossFn = mean_square_loss) -> GradientIdentity:
@@ -317,12 +324,16 @@ def plot_gains_vs_depth(config: LinearStack, kinds: Sequence[str] = ("plain", "r
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4.2))
     colors = {"plain": "tab:red", "residual": "tab:blue"}
+    dark = {"plain": "#67001f", "residual": "#053061"}
     for kind in kinds:
         residual = kind == "residual"
         gains = jacobian_gains(config.build(residual))
-        ax.plot(gains.depths, gains.rms, color=colors[kind], lw=2, label=f"{kind}: measured")
+        # measured: a wide pale band; expected: a dark dashed line drawn on top, so it stays
+        # visible where the two agree
+        ax.plot(gains.depths, gains.rms, color=colors[kind], lw=4, alpha=0.45,
+                label=f"{kind}: measured")
         expected = [expected_rms_gain(config.scale, k, residual) for k in gains.depths]
-        ax.plot(gains.depths, expected, color=colors[kind], ls="--", lw=1.2,
+        ax.plot(gains.depths, expected, color=dark[kind], ls=(0, (4, 2)), lw=1.6, zorder=3,
                 label=f"{kind}: expected")
     ax.axhline(1.0, color="gray", lw=0.8, ls=":")
     ax.set_yscale("log")

@@ -90,6 +90,12 @@ class History:
     def last(self) -> dict[str, float]:
         return self.epochs[-1] if self.epochs else {}
 
+    def images_per_s(self) -> float:
+        """Training throughput of the run: all images trained on, divided by the total
+        training time (evaluation excluded). The one definition of "images/s" for a run."""
+        seen = sum(e["images_per_s"] * e["epoch_time_s"] for e in self.epochs)
+        return seen / self.last["train_time_s"] if self.epochs else 0.0
+
     def to_dict(self) -> dict[str, Any]:
         return {"config": self.config, "hardware": self.hardware, "epochs": self.epochs}
 
@@ -103,6 +109,14 @@ class History:
         return cls(d["config"], d.get("hardware", ""), d["epochs"])
 
 
+# --- evaluation, as fit does it ------------------------------------------------------------
+
+def eval_settings(config: TrainConfig, device: torch.device) -> dict[str, Any]:
+    """The keyword arguments with which `fit` evaluates a model trained with `config`: batch
+    size, memory format and precision. Pass them to `evaluate` and `predict` so that a figure
+    computed after training is computed exactly as the per-epoch figures were."""
+    return {"device": device, "batch_size": config.eval_batch_size, "amp": config.amp,
+            "channels_last": config.channels_last and channels_last_trains_safely(device)}
 
 
 # --- fit ----------------------------------------------------------------------------------
@@ -218,9 +232,12 @@ def _fit(model: nn.Module, data: Cifar10, config: TrainConfig, *, out_dir: Path 
         load_weights(model, state["model"], ckpt_path)
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-        history = History(state["config"], history.hardware, list(state["history"]))
+        history = History(state["config"], resumed_hardware(state, history.hardware),
+                          list(state["history"]))
         start_epoch = int(state["epoch"])
         start_loss = state.get("start_loss")
+        if start_epoch >= config.epochs:  # finished: the loaded run's own hardware only
+            history.hardware = state.get("hardware", NOT_RECORDED)
         if start_loss is None and history.epochs:  # written before the guard existed
             start_loss = history.epochs[0]["train_loss"]
         if verbose and start_epoch < config.epochs:
@@ -273,9 +290,8 @@ def _fit(model: nn.Module, data: Cifar10, config: TrainConfig, *, out_dir: Path 
             "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
         }
         for split in eval_splits:
-            result = evaluate(model, getattr(data, split), device=device, tta=config.tta,
-                              batch_size=config.eval_batch_size,
-                              channels_last=channels_last, amp=config.amp)
+            result = evaluate(model, getattr(data, split), tta=config.tta,
+                              **eval_settings(config, device))
             record.update({f"{split}_{k}": v for k, v in result.items()})
         model.train()
         wall_time += time.perf_counter() - t0
@@ -292,12 +308,22 @@ def _fit(model: nn.Module, data: Cifar10, config: TrainConfig, *, out_dir: Path 
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(), "epoch": epoch + 1,
                 "config": config.to_dict(), "history": history.epochs,
-                "data": identity, "start_loss": start_loss,
+                "data": identity, "start_loss": start_loss, "hardware": history.hardware,
             })
             history.save(Path(out_dir) / HISTORY)
         for callback in callbacks:
             callback(history)
     return history
+
+
+NOT_RECORDED = "hardware not recorded (a checkpoint written before it was)"
+
+
+def resumed_hardware(state: dict[str, Any], here: str) -> str:
+    """The hardware a resumed run trained on: the checkpoint's, then (if it differs) `here`,
+    the machine that continues it."""
+    before = state.get("hardware", NOT_RECORDED)
+    return before if before == here or before.endswith(f"then {here}") else f"{before}, then {here}"
 
 
 def _check_divergence(loss: float, start: float, epoch: int, config: TrainConfig,

@@ -8,6 +8,7 @@ Fig. 1 and Fig. 6: thin dashed lines for training error, bold lines for test err
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -16,24 +17,32 @@ from .gradients import WEIGHT, GradientNorms
 if TYPE_CHECKING:  # matplotlib loads on the first plot, as in the other modules
     from matplotlib.axes import Axes
 
-# one colour per family, darker for deeper: plain nets red, residual nets blue
-_PLAIN = ("#f4a582", "#d6604d", "#67001f")
-_RESIDUAL = ("#92c5de", "#4393c3", "#053061")
+# one colour per net, the same in every figure: plain nets red, residual nets blue, darker
+# for deeper. The shade comes from the depth in the net's name ("plain-56", "ResNet-110").
+_DEPTHS = (20, 32, 44, 56, 110)
+_PLAIN = ("#f4a582", "#e58368", "#d6604d", "#a50f15", "#67001f")
+_RESIDUAL = ("#92c5de", "#6baed6", "#4393c3", "#2166ac", "#053061")
 
 
-def net_color(name: str, rank: int) -> str:
-    """A colour for net `name` (red shades for 'plain...', blue otherwise), `rank` 0 = shallow."""
+def net_color(name: str, rank: int | None = None) -> str:
+    """The colour of net `name`: red shades for 'plain...', blue otherwise; the shade is set
+    by the depth in the name (20, 32, 44, 56, 110: light to dark), so a net has the same
+    colour in every figure. `rank` (0 = shallowest) only for names without a known depth."""
     palette = _PLAIN if name.lower().startswith("plain") else _RESIDUAL
-    return palette[min(rank, len(palette) - 1)]
+    found = re.search(r"(\d+)", name)
+    depth = int(found.group(1)) if found else None
+    if depth in _DEPTHS:
+        return palette[_DEPTHS.index(depth)]
+    return palette[min(rank or 0, len(palette) - 1)]
 
 
 def _colors(names: Sequence[str]) -> dict[str, str]:
-    """Rank plain and residual nets separately, in the order given."""
+    """Colours for the nets, by name; nets without a known depth ranked in the order given."""
     ranks = {"plain": 0, "residual": 0}
     out = {}
     for name in names:
         family = "plain" if name.lower().startswith("plain") else "residual"
-        out[name] = net_color(name, ranks[family])
+        out[name] = net_color(name, 2 * ranks[family])
         ranks[family] += 1
     return out
 
@@ -63,7 +72,7 @@ def plot_norms_vs_depth(tables: Mapping[str, GradientNorms], kind: str = WEIGHT,
         if not norm:  # nothing to draw: keep the legend entry visible
             line.set_linestyle(":")
     ax.set_yscale("log")
-    what = r"$\|\partial L/\partial W\|_2$" if kind == WEIGHT else r"$\|\partial L/\partial y\|_2$"
+    what = r"$\|\partial E/\partial W\|_F$" if kind == WEIGHT else r"$\|\partial E/\partial y\|_F$"
     unit = "conv/fc layer" if kind == WEIGHT else "block"
     ax.set_xlabel(f"depth ({unit} index, 1 = next to the input)")
     ax.set_ylabel(f"gradient norm {what} (log scale)")

@@ -154,3 +154,19 @@ def test_fingerprint_tells_data_apart_wherever_it_is_read(copy):
     one_label[0] = (one_label[0] + 1) % 10
     relabelled = Cifar10(ImageSet(sample.train.images, one_label), sample.val, sample.test, "x")
     assert fingerprint(relabelled) != fingerprint(sample)
+
+
+def test_data_label_comes_from_the_files_read(copy):
+    from resnet_edu.data import data_label
+
+    assert data_label(load_sample()) == "CIFAR-10 sample"
+    assert data_label(load_cifar10(copy)) == "CIFAR-10 (unofficial copy)"  # no filenames
+    batches = copy / LAYOUT
+    for name in ("data_batch_1", "test_batch"):  # name each image as a JPEG copy does
+        with open(batches / name, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        n = len(batch[b"labels"] if b"labels" in batch else batch["labels"])
+        batch["filenames"] = [f"cat/{i:04d}.jpg" for i in range(n)]
+        with open(batches / name, "wb") as f:
+            pickle.dump(batch, f)
+    assert data_label(load_cifar10(copy)) == "CIFAR-10 (JPEG copy)"

@@ -13,6 +13,7 @@ from resnet_edu.exercises.bug_hunt import (
     check_evaluate,
     check_shortcut_for,
     claim_evidence,
+    resnet18_parameter_difference,
 )
 
 
@@ -80,15 +81,25 @@ def _no_grad_eval(model, images):
 def test_claims_match_measurement_and_feedback_names_the_wrong_claim():
     truth = claim_evidence()
     assert truth == {"stride2_doubles": False, "shortcut_shares_parameters": False,
-                     "identity_is_free": True, "bias_cancelled_by_bn": True}
+                     "identity_is_free": True, "identity_reduces_parameters": False,
+                     "bias_cancelled_by_bn": True}
     assert check_claims(truth)
     wrong = dict(truth, stride2_doubles=True)
     fb = check_claims(wrong)
     assert not fb and CLAIMS["stride2_doubles"] in fb.message and "16x16" in fb.message
     fb = check_claims({k: not v for k, v in truth.items()})
-    assert not fb and "3 more" in fb.message
+    assert not fb and f"{len(CLAIMS) - 1} more" in fb.message
     assert "give True or False" in check_claims({}).message
     assert not check_claims(["no"])
+
+
+def test_identity_mappings_do_not_reduce_parameters():
+    """Oracle: ResNet-18's option-B projections counted by hand, a 1x1 conv (no bias) and a
+    BatchNorm at each of the three stage transitions 64->128->256->512."""
+    by_hand = sum(cin * cout + 2 * cout for cin, cout in ((64, 128), (128, 256), (256, 512)))
+    assert resnet18_parameter_difference() == {"A": 0, "B": by_hand}
+    fb = check_claims(dict(claim_evidence(), identity_reduces_parameters=True))
+    assert not fb and f"{by_hand:,}" in fb.message and "option A" in fb.message
 
 
 def test_block():

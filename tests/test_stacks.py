@@ -102,6 +102,8 @@ def test_gradient_identity_both_sides_agree_for_preactivation(train):
     torch.testing.assert_close(g.direct, out / out.numel())
     assert all(p.grad is None for p in stack.parameters())
     assert 0.05 < g.direct_share < 20  # F's terms change the size, but not by orders here
+    cosine = torch.nn.functional.cosine_similarity(g.direct.flatten(), g.lhs.flatten(), dim=0)
+    assert g.direct_cosine == pytest.approx(cosine.item(), abs=1e-12)
 
 
 def test_with_every_branch_zeroed_the_whole_gradient_is_the_direct_term():

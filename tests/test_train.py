@@ -220,3 +220,68 @@ def test_fit_checks_device_and_splits_before_training(sample):
     empty = dataclasses.replace(sample, val=sample.val.subset(slice(0, 0)))
     with pytest.raises(ValueError, match=r"data\.val has no images: leave it out of eval_splits"):
         fit(_tiny_model(), empty, TINY)
+
+
+def test_a_loaded_run_reports_the_hardware_it_trained_on(sample, tmp_path, monkeypatch):
+    import resnet_edu.train as train_module
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(train_module, "device_name", lambda device=None: "machine A")
+    with pytest.raises(_Stop):  # epoch 1 on machine A
+        fit(_tiny_model(), sample, TINY, out_dir=tmp_path, device=cpu, progress=False,
+            verbose=False, callbacks=[_stop_after(1)])
+    monkeypatch.setattr(train_module, "device_name", lambda device=None: "machine B")
+    resumed = fit(_tiny_model(), sample, TINY, out_dir=tmp_path, device=cpu, progress=False,
+                  verbose=False)  # epoch 2 on machine B
+    assert resumed.hardware == "machine A, then machine B"
+    monkeypatch.setattr(train_module, "device_name", lambda device=None: "machine C")
+    loaded = fit(_tiny_model(), sample, TINY, out_dir=tmp_path, device=cpu, progress=False,
+                 verbose=False)  # finished: loaded on machine C, which trained nothing
+    assert loaded.hardware == "machine A, then machine B"
+    assert json.loads((tmp_path / "history.json").read_text())["hardware"] == loaded.hardware
+
+
+def test_images_per_s_is_images_over_training_time(sample):
+    history = fit(_tiny_model(), sample, TINY, device=torch.device("cpu"), progress=False,
+                  verbose=False, eval_splits=())
+    per_epoch = (TINY.train_subset // TINY.batch_size) * TINY.batch_size  # full batches only
+    expected = TINY.epochs * per_epoch / history.last["train_time_s"]
+    assert history.images_per_s() == pytest.approx(expected, rel=1e-9)
+
+
+def test_figures_after_training_are_computed_as_fit_computed_them(sample):
+    """`evaluate(..., **eval_settings(config, device))` repeats fit's last evaluation exactly."""
+    from resnet_edu.train import eval_settings
+
+    config = dataclasses.replace(TINY, amp="auto")  # bf16 where the CPU has it: precision matters
+    model = _tiny_model()
+    history = fit(model, sample, config, device=torch.device("cpu"), progress=False,
+                  verbose=False, eval_splits=("val",))
+    again = evaluate(model, sample.val, tta=True, **eval_settings(config, torch.device("cpu")))
+    assert again["acc"] == history.last["val_acc"]
+    assert again["acc_tta"] == history.last["val_acc_tta"]
+
+
+def test_confusion_pairs_and_mistakes_by_loss():
+    from resnet_edu.evaluation import most_confident_mistakes, top_confusions
+
+    matrix = torch.tensor([[5, 3, 0], [4, 6, 1], [0, 2, 9]])
+    assert top_confusions(matrix, k=2) == [(0, 1, 7), (1, 2, 3)]
+    probs = torch.tensor([[0.1, 0.8, 0.1],    # wrong, confident, true class at 0.1
+                          [0.5, 0.45, 0.05],  # wrong, less confident, true class at 0.05
+                          [0.9, 0.05, 0.05]])  # right
+    labels = torch.tensor([0, 2, 0])
+    assert most_confident_mistakes(probs, labels).tolist() == [0, 1]
+    assert most_confident_mistakes(probs, labels, by="loss").tolist() == [1, 0]
+
+
+def test_label_smoothing_floor_is_the_entropy_of_the_smoothed_target():
+    from resnet_edu.live import smoothed_loss_floor
+
+    eps, k = 0.2, 10
+    target = torch.full((1, k), eps / k)
+    target[0, 0] += 1 - eps
+    # the loss of the best possible prediction (the target itself), computed by torch
+    best = nn.functional.cross_entropy(target.log(), torch.tensor([0]), label_smoothing=eps)
+    assert smoothed_loss_floor(eps, k) == pytest.approx(best.item(), rel=1e-6)
+    assert smoothed_loss_floor(0.0, k) == 0.0

@@ -64,3 +64,12 @@ def test_bad_input_raises_value_error():
         plot_training_curves({})
     with pytest.raises(ValueError, match="train_error"):
         plot_training_curves({"net": {"loss": [1.0]}})
+
+
+def test_a_net_has_one_colour_in_every_figure():
+    from resnet_edu.viz import _colors
+
+    alone = _colors(["plain-56", "ResNet-56"])
+    family = _colors(["plain-20", "ResNet-20", "plain-56", "ResNet-56", "plain-110", "ResNet-110"])
+    assert alone["plain-56"] == family["plain-56"] and alone["ResNet-56"] == family["ResNet-56"]
+    assert len(set(family.values())) == 6

@@ -189,11 +189,13 @@ def find_gradient_problems(gradients: Sequence[GradientRatio]) -> list[Finding]:
         f"gradient norm of the last block's output (worst block {worst.block}: "
         f"ratio {worst.ratio:.2f}; see report.gradient_table()).",
         "with an identity shortcut, dL/dx_l = dL/dx_L (1 + d/dx_l sum of F) (He et al. "
-        "2016, Eq. 5), so the gradient reaches early blocks undiminished; anything that "
-        "scales, gates or cuts the shortcut multiplies the gradient by that factor once per "
-        "block (Eq. 7), which compounds over depth.",
+        "2016, Eq. 5, exact for pre-activation blocks), so the term dL/dx_L reaches every "
+        "early block without passing through any layer; anything that scales, gates or "
+        "cuts the shortcut multiplies the gradient by that factor once per block (Eq. 7), "
+        "which compounds over depth.",
         "keep the shortcut a plain identity (no scaling, no gate, no detach) and "
-        "normalize inside F; the ratio per block should stay near 1.",
+        "normalize inside F; with a working shortcut the gradient through the whole stack "
+        "stays between the VANISHING and EXPLODING thresholds.",
     )]
 
 

@@ -19,6 +19,8 @@ CLAIMS = {
     "stride2_doubles": "A 3x3 conv with stride 2 and padding 1 turns a 32x32 map into 64x64.",
     "shortcut_shares_parameters": "A residual connection shares the main path's parameters.",
     "identity_is_free": "An identity shortcut adds no parameters to a block.",
+    "identity_reduces_parameters": "Identity mappings reduce the number of parameters: "
+                                   "ResNet-18 has fewer than the plain 18-layer net.",
     "bias_cancelled_by_bn": "A conv bias right before BatchNorm (train mode) does not change "
                             "the block's output.",
 }
@@ -99,6 +101,15 @@ def check_evaluate(evaluate: Callable[[nn.Module, torch.Tensor], torch.Tensor]) 
     return "eval mode, no autograd, and the predictions no longer depend on the batch." + note
 
 
+def resnet18_parameter_difference() -> dict[str, int]:
+    """ResNet-18's parameters minus those of its plain twin (same layers, no shortcuts), with
+    option A (zero-padded identity) and option B (projections where the shape changes)."""
+    from ..models import resnet18
+
+    plain = count_parameters(resnet18(residual=False))
+    return {o: count_parameters(resnet18(shortcut=o)) - plain for o in "AB"}
+
+
 def claim_evidence() -> dict[str, bool]:
     """Each claim's truth, measured with torch rather than asserted."""
     torch.manual_seed(0)
@@ -114,8 +125,10 @@ def claim_evidence() -> dict[str, bool]:
     nn.init.normal_(with_bias[0].bias, std=1.0)
     x = torch.randn(4, 3, 8, 8)
     cancelled = torch.allclose(with_bias(x), without(x), atol=1e-5)
+    fewer = any(d < 0 for d in resnet18_parameter_difference().values())
     return {"stride2_doubles": doubles, "shortcut_shares_parameters": shares,
-            "identity_is_free": free, "bias_cancelled_by_bn": cancelled}
+            "identity_is_free": free, "identity_reduces_parameters": fewer,
+            "bias_cancelled_by_bn": cancelled}
 
 
 _WHY = {
@@ -125,6 +138,10 @@ _WHY = {
                                   "projection has its own 1x1 conv; nothing is shared.",
     "identity_is_free": "x is added as it is, so the block has exactly the parameters of its "
                         "main path.",
+    "identity_reduces_parameters": "an identity adds x as it is, so it adds no parameters, "
+                                   "and removes none: ResNet-18 with option A has exactly the "
+                                   "plain net's parameters, and with option B its projections "
+                                   "add {B:,}.",
     "bias_cancelled_by_bn": "BatchNorm subtracts each channel's batch mean, and the bias only "
                             "shifts that mean.",
 }
@@ -145,8 +162,9 @@ def check_claims(answers: dict[str, bool]) -> str:
         k = wrong[0]
         more = f" ({len(wrong) - 1} more to rethink.)" if len(wrong) > 1 else ""
         return_word = "true" if truth[k] else "false"
-        raise NotYet(f"'{CLAIMS[k]}' is {return_word}: {_WHY[k]}{more}")
-    return "all four claims judged right, each checked by running torch."
+        why = _WHY[k].format(**resnet18_parameter_difference()) if "{" in _WHY[k] else _WHY[k]
+        raise NotYet(f"'{CLAIMS[k]}' is {return_word}: {why}{more}")
+    return f"all {len(CLAIMS)} claims judged right, each checked by running torch."
 
 
 @exercise

@@ -2,7 +2,12 @@
 
     live = LiveCurves()                            # one figure, redrawn after every epoch
     history = fit(model, data, config, callbacks=[live])
-    plot_history(history)                          # the final static figure
+    plot_history(history)                          # the final static figure: loss, accuracy
+    plot_training_curves({"ResNet-20": history, "plain-20": other})   # error, several nets
+
+`plot_training_curves` draws train and test error per epoch for several nets in the style of
+He et al. 2015, Fig. 1 and Fig. 6 (thin dashed: training error, bold: test error), from a
+`History` or from stored per-epoch curves (a degradation results file's "nets" entry).
 
 `LiveCurves` redraws only when a notebook front end can show it (JupyterLab, Colab); under
 nbval/nbconvert (static mode) or in a terminal it stays quiet, and the notebook draws the
@@ -12,9 +17,10 @@ final curves with `plot_history` instead.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .gradients import net_colors
 from .notebook import live_widgets
 from .train import History
 
@@ -73,6 +79,53 @@ def plot_history(history: History, axes: Any = None, title: str | None = None,
     fig.suptitle(title or f"Training curves (preset '{name}'{on})")
     fig.tight_layout()
     return fig
+
+
+def error_curves(history: History) -> dict[str, list[float]]:
+    """A run's per-epoch 'train_error' and 'test_error' (1 - accuracy; the validation split
+    stands in for test when the run did not evaluate on test every epoch)."""
+    test = history.column("test_acc") or history.column("val_acc")
+    return {"train_error": [1 - a for a in history.column("train_acc")],
+            "test_error": [1 - a for a in test]}
+
+
+def plot_training_curves(curves: Mapping[str, Mapping[str, Sequence[float]] | History],
+                         ax: Any = None, title: str | None = None,
+                         percent: bool = True) -> Any:
+    """Train (dashed) and test (bold) error vs epoch for each net.
+
+    `curves[name]` is a `History`, or per-epoch fractions under 'train_error' and/or
+    'test_error' (epoch 1 first), e.g. the "nets" entry of a degradation results file.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    if not curves:
+        raise ValueError("expected at least one net's curves, got none")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    colors = net_colors(list(curves))
+    scale = 100 if percent else 1
+    for name, c in curves.items():
+        if isinstance(c, History):
+            c = error_curves(c)
+        missing = {"train_error", "test_error"} - set(c)
+        if len(missing) == 2:
+            raise ValueError(f"curves[{name!r}] needs 'train_error' or 'test_error', "
+                             f"got keys {sorted(c)}")
+        for key, style, width, suffix in (("train_error", "--", 1.2, "train"),
+                                          ("test_error", "-", 2.4, "test")):
+            if key in c:
+                values = [scale * v for v in c[key]]
+                ax.plot(range(1, len(values) + 1), values, style, linewidth=width,
+                        color=colors[name], label=f"{name} {suffix}")
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    ax.set_ylabel("error (%)" if percent else "error (fraction)")
+    ax.set_title(title or "Training curves (dashed: train, bold: test)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return ax
 
 
 class LiveCurves:

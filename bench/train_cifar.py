@@ -70,6 +70,7 @@ def main() -> int:
                    help="override any TrainConfig field, e.g. --set lr=0.2 (repeatable)")
     args = p.parse_args()
 
+    load_before = os.getloadavg()[0]  # wall times mean little without what else was running
     t0 = time.perf_counter()
     data = load_cifar10(args.data_dir)
     load_time = time.perf_counter() - t0
@@ -101,6 +102,9 @@ def main() -> int:
         "final_test_acc_tta": round(last["test_acc_tta"], 4),
         "final_val_acc": round(last["val_acc"], 4),
         "images_per_s": round(history.images_per_s(), 1),
+        "command": " ".join(["python", *sys.argv]),
+        "load_average_1min": {"before": round(load_before, 2),
+                              "after": round(os.getloadavg()[0], 2)},
     }
     text = json.dumps(line)
     print(text)

@@ -14,7 +14,7 @@ does not run torch ops from Python while traced (TorchScript modules) and data t
 torch on the way (`.numpy()`); `TracedPass.connected` is then False.
 
 `find_residual_blocks(model, x)` is the one definition of "residual block" the package uses
-(`shapes.trace_shapes`, `gradients.gradient_norms`, `stacks.is_identity_shortcut` and
+(`shape_trace.trace_shapes`, `gradients.gradient_norms`, `stacks.is_identity_shortcut` and
 `diagnostics.diagnose`).
 """
 

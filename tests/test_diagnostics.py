@@ -23,7 +23,7 @@ from resnet_edu.diagnostics import (
     stem_downsampling,
 )
 from resnet_edu.exercises import bugs
-from resnet_edu.shapes import cost
+from resnet_edu.shape_trace import cost
 
 SMALL = (3, 32, 32)
 # large enough that the ImageNet stem is right for it (> 64), small enough to be quick

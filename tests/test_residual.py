@@ -11,7 +11,7 @@ from resnet_edu import models
 from resnet_edu.blocks import BasicBlock, PlainBasicBlock
 from resnet_edu.gradients import find_blocks
 from resnet_edu.residual import find_residual_blocks, residual_block_names
-from resnet_edu.shapes import trace_shapes
+from resnet_edu.shape_trace import trace_shapes
 from resnet_edu.stacks import LinearStack, is_identity_shortcut
 
 X = torch.randn(2, 4, 8, 8)

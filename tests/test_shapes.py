@@ -11,6 +11,7 @@ from torch import nn
 
 from resnet_edu import models
 from resnet_edu.blocks import BasicBlock
+from resnet_edu.shape_trace import shortcut_kind, trace_shapes
 from resnet_edu.shapes import (
     CALCULATOR_SHORTCUTS,
     BlockSpec,
@@ -20,8 +21,6 @@ from resnet_edu.shapes import (
     draw_block_shapes,
     kernel_windows,
     pixels_read,
-    shortcut_kind,
-    trace_shapes,
     window_diagram,
 )
 from resnet_edu.shortcuts import make_downsample

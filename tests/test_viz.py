@@ -7,8 +7,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pytest
 
-from resnet_edu.gradients import ACTIVATION, WEIGHT, GradientNorms, NormRow
-from resnet_edu.gradients import plot_norms_vs_depth
+from resnet_edu.gradients import ACTIVATION, WEIGHT, GradientNorms, NormRow, plot_norms_vs_depth
 from resnet_edu.live import plot_training_curves
 
 

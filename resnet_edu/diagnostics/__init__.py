@@ -48,7 +48,7 @@ from torch import nn
 
 from ..dataflow import ACTIVATIONS
 from ..residual import residual_block_names
-from ..shapes import Cost, check_input_shape, cost
+from ..shape_trace import Cost, check_input_shape, cost
 from .block_checks import (
     _forward_error_finding,
     find_branch_ending_in_activation,

@@ -75,13 +75,15 @@ def main() -> int:
     data = load_cifar10(args.data_dir)
     load_time = time.perf_counter() - t0
     changes = parse_overrides(args.set)
-    if args.epochs:
+    if args.epochs:  # a fixed epoch count instead of the preset's time budget
         changes["epochs"] = args.epochs
+        changes["budget_s"] = None
     config = preset(args.preset, **changes)
     seed_everything(config.seed)
     model = build_model(config)
     history = fit(model, data, config, out_dir=args.run_dir, resume=False,
-                  eval_splits=("val", "test"), progress=sys.stderr.isatty())
+                  eval_splits=("val", "test"), progress=sys.stderr.isatty(),
+                  budget_used_s=time.perf_counter() - t0)  # the budget counts data loading
     epochs = history.epochs
     last = epochs[-1]
     env = environment_report()
@@ -90,7 +92,9 @@ def main() -> int:
         "hardware": f"{device_name()}; {os.cpu_count()} CPUs visible",
         "torch": env["torch"],
         "parameters": count_parameters(model),
-        "epochs": config.epochs,
+        "epochs": history.config["epochs"],
+        "budget_s": config.budget_s,
+        "plan": history.config.get("plan"),
         "data_load_s": round(load_time, 1),
         "wall_time_to_final_epoch_s": round(last["train_time_s"] + load_time, 1),
         "wall_time_incl_eval_s": round(last["wall_time_s"] + load_time, 1),

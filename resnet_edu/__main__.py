@@ -65,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="output folder for checkpoint.pt, history.json "
                                                 "and final.json (one training at a time)")
     t.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    t.add_argument("--budget", default=None, metavar="TIME",
+                   help="train to a time budget, e.g. 10m, 90s or 600 (seconds): the epochs "
+                        "are planned so that the whole command, data loading and the final "
+                        "test evaluation included, ends on time; 'none' trains the preset's "
+                        "epochs")
     t.add_argument("--seed", type=int, default=None,
                    help="override the preset's seed (0); from 0 to 2**32 - 1")
     t.add_argument("--lr", type=float, default=None, help="override the preset's peak "
@@ -161,12 +166,13 @@ def _load(args: argparse.Namespace):
 def train(args: argparse.Namespace) -> int:
     import time
 
+    from .budget import parse_budget
     from .checkpoints import lock_out_dir, prepare_out_dir
     from .checks import SEED_MAX, check_float, check_int
     from .evaluation import evaluate
     from .recipe import build_model, preset
     from .runtime import seed_everything
-    from .train import fit
+    from .train import eval_settings, fit
 
     if args.epochs is not None:
         _check(check_int, "--epochs", args.epochs, low=1)
@@ -180,6 +186,10 @@ def train(args: argparse.Namespace) -> int:
     device = _device(args.device)
     changes = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed), ("lr", args.lr),
                                  ("weight_decay", args.weight_decay)) if v is not None}
+    if args.budget is not None:
+        changes["budget_s"] = _check(parse_budget, "--budget", args.budget)
+    elif args.epochs is not None:  # epochs asked for: they win over the preset's budget
+        changes["budget_s"] = None
     if args.compile:
         changes["compile"] = True
     config = preset(args.preset, **changes)
@@ -193,12 +203,20 @@ def train(args: argparse.Namespace) -> int:
         seed_everything(config.seed)
         model = build_model(config)
         splits = ("val",) if len(data.val) else ()
+        reserve = 0.0
+        if config.budget_s is not None:  # the final test evaluation comes out of the budget
+            t1 = time.perf_counter()
+            evaluate(model, data.test.subset(slice(0, config.eval_batch_size)), tta=True,
+                     **eval_settings(config, device))
+            reserve = (time.perf_counter() - t1) * len(data.test) / config.eval_batch_size
         history = fit(model, data, config, out_dir=out, device=device, eval_splits=splits,
-                      resume=not args.no_resume, progress=not args.no_progress)
-        test = evaluate(model, data.test, device=device, tta=True,
-                        channels_last=config.channels_last, amp=config.amp)
+                      resume=not args.no_resume, progress=not args.no_progress,
+                      budget_used_s=time.perf_counter() - t0 + reserve)
+        test = evaluate(model, data.test, tta=True, **eval_settings(config, device))
         final = {"preset": config.name, "hardware": history.hardware,
+                 "epochs": history.config["epochs"], "plan": history.config.get("plan"),
                  "data_load_s": round(load_time, 2),
+                 "wall_time_s": round(time.perf_counter() - t0, 1),
                  "train_time_s": round(history.last.get("train_time_s", 0.0), 1),
                  "test_acc": round(test["acc"], 4), "test_acc_tta": round(test["acc_tta"], 4)}
         Path(out, "final.json").write_text(json.dumps(final, indent=1))

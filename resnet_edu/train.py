@@ -29,6 +29,7 @@ plain Python values, so `torch.load(path, weights_only=True)` reads them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -42,6 +43,7 @@ import torch
 from torch import nn
 
 from .augment import DeviceLoader
+from .budget import REPLAN_DRIFT, Plan, Speed, epoch_seconds, measure_speed, plan_epochs
 from .checkpoints import (
     CHECKPOINT,
     HISTORY,
@@ -165,7 +167,7 @@ def _check_resume(state: dict[str, Any], config: TrainConfig, data: dict[str, An
 def fit(model: nn.Module, data: Cifar10, config: TrainConfig, *,
         out_dir: str | Path | None = None, device: torch.device | str | None = None,
         resume: bool = True, eval_splits: Sequence[str] = ("val",), progress: bool = True,
-        verbose: bool = True,
+        verbose: bool = True, budget_used_s: float = 0.0,
         callbacks: Iterable[Callable[[History], None]] = ()) -> History:
     """Train `model` on `data.train` with the recipe `config`; return the per-epoch history.
 
@@ -174,6 +176,10 @@ def fit(model: nn.Module, data: Cifar10, config: TrainConfig, *,
     `checkpoint.pt`. With `resume` and a checkpoint in `out_dir`, training continues from it
     (a finished run returns at once); a checkpoint of another recipe or other data is
     refused. `model` is trained in place and left on `device`.
+
+    With `config.budget_s`, the epochs are planned to end within that many seconds (see
+    `resnet_edu.budget`); `budget_used_s` is the part of it the caller spends outside `fit`
+    (loading the data before, a final evaluation after).
 
     Checked before any work: the device exists, `out_dir` is a writable folder that no other
     training uses (it holds a lock while training), the evaluated splits are not empty.
@@ -188,7 +194,7 @@ def fit(model: nn.Module, data: Cifar10, config: TrainConfig, *,
                              "leave it out of eval_splits")
     device = default_device() if device is None else check_device(device)
     run = dict(device=device, resume=resume, eval_splits=eval_splits, progress=progress,
-               verbose=verbose, callbacks=callbacks)
+               verbose=verbose, callbacks=callbacks, budget_used_s=budget_used_s)
     if out_dir is None:
         return _fit(model, data, config, out_dir=None, **run)
     out = prepare_out_dir(out_dir)
@@ -197,9 +203,26 @@ def fit(model: nn.Module, data: Cifar10, config: TrainConfig, *,
         return _fit(model, data, config, out_dir=out, **run)
 
 
+def train_step(forward: Callable[[torch.Tensor], torch.Tensor], optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, criterion: nn.Module, x: torch.Tensor,
+               y: torch.Tensor, device: torch.device,
+               dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step on the batch (x, y): forward under autocast, loss, backward, step.
+    Returns the loss and the logits, both still attached to nothing (detached)."""
+    with autocast(device, dtype):
+        logits = forward(x)  # (B, classes)
+        loss = criterion(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()  # the scaler is a no-op except for fp16 on CUDA
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach(), logits.detach()
+
+
 def _fit(model: nn.Module, data: Cifar10, config: TrainConfig, *, out_dir: Path | None,
          device: torch.device, resume: bool, eval_splits: Sequence[str], progress: bool,
-         verbose: bool, callbacks: Iterable[Callable[[History], None]]) -> History:
+         verbose: bool, callbacks: Iterable[Callable[[History], None]],
+         budget_used_s: float) -> History:
     dtype = resolve_amp(config.amp, device)
     channels_last = config.channels_last and channels_last_trains_safely(device)
     model.to(device)
@@ -220,8 +243,10 @@ def _fit(model: nn.Module, data: Cifar10, config: TrainConfig, *, out_dir: Path 
     if len(loader) == 0:
         raise ValueError(f"batch_size {config.batch_size} is larger than the training set "
                          f"({len(train_set)} images)")
-    total_steps = config.epochs * len(loader)
-    history = History(config.to_dict(), f"{device_name(device)}")
+    fit_start = time.perf_counter() - budget_used_s  # the budget's clock
+    run = config  # the recipe as trained: with a time budget, its epochs are planned here
+    total_steps = run.epochs * len(loader)
+    history = History(run.to_dict(), f"{device_name(device)}")
     start_epoch = 0
     start_loss: float | None = None  # the first step's loss: the divergence guard's reference
     ckpt_path = Path(out_dir) / CHECKPOINT if out_dir is not None else None
@@ -232,47 +257,64 @@ def _fit(model: nn.Module, data: Cifar10, config: TrainConfig, *, out_dir: Path 
         load_weights(model, state["model"], ckpt_path)
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-        history = History(state["config"], resumed_hardware(state, history.hardware),
+        if config.budget_s is not None:  # finish the schedule planned when the run began
+            run = dataclasses.replace(config, epochs=int(state["planned_epochs"]))
+            total_steps = run.epochs * len(loader)
+        history = History(run.to_dict(), resumed_hardware(state, history.hardware),
                           list(state["history"]))
         start_epoch = int(state["epoch"])
         start_loss = state.get("start_loss")
-        if start_epoch >= config.epochs:  # finished: the loaded run's own hardware only
+        if start_epoch >= run.epochs:  # finished: the loaded run's own hardware only
             history.hardware = state.get("hardware", NOT_RECORDED)
         if start_loss is None and history.epochs:  # written before the guard existed
             start_loss = history.epochs[0]["train_loss"]
-        if verbose and start_epoch < config.epochs:
-            print(f"Resuming from {ckpt_path} after epoch {start_epoch}/{config.epochs}")
+        if verbose and start_epoch < run.epochs:
+            print(f"Resuming from {ckpt_path} after epoch {start_epoch}/{run.epochs}")
         elif verbose:
             print(f"The run in {ckpt_path} is finished ({start_epoch} epochs): loaded it. "
                   f"To train again, {_START_OVER}.")
     prior = history.last
     train_time, wall_time = prior.get("train_time_s", 0.0), prior.get("wall_time_s", 0.0)
+    eval_images = sum(len(getattr(data, split)) for split in eval_splits)
+    speed = None
+    if config.budget_s is not None and start_epoch == 0:
+        speed = measure_speed(
+            model, train_set, getattr(data, eval_splits[0]) if eval_splits else train_set,
+            batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
+            min_resolution=config.min_resolution, device=device, channels_last=channels_last,
+            train_step=lambda m, opt, x, y: train_step(
+                m, opt, torch.amp.GradScaler("cuda", enabled=scaler.is_enabled()), criterion,
+                x, y, device, dtype),
+            evaluate_batch=lambda m, batch: evaluate(m, batch, tta=config.tta,
+                                                     **eval_settings(config, device)))
+        plan = _plan(config, speed, len(loader), len(train_set), eval_images,
+                     spent_s=time.perf_counter() - fit_start)
+        run = dataclasses.replace(config, epochs=plan.epochs)
+        total_steps = run.epochs * len(loader)
+        history.config = {**run.to_dict(), "plan": plan.describe()}
+        if verbose:
+            print(f"Time budget: {plan.describe()}", flush=True)
 
     model.train()
-    for epoch in range(start_epoch, config.epochs):
+    epoch = start_epoch
+    while epoch < run.epochs:
         t0 = time.perf_counter()
         loader.set_epoch(epoch)
-        loader.size = train_resolution(epoch, config)
+        loader.size = train_resolution(epoch, run)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         peak = torch.zeros((), device=device)  # the epoch's largest loss (nan if any is nan)
         seen = 0
-        bar = _progress_bar(len(loader), f"epoch {epoch + 1}/{config.epochs}", progress)
+        bar = _progress_bar(len(loader), f"epoch {epoch + 1}/{run.epochs}", progress)
         for i, (x, y) in enumerate(loader):  # x: (B, 3, S, S) float, y: (B,)
-            lr = lr_at(epoch * len(loader) + i, total_steps, config)
+            lr = lr_at(epoch * len(loader) + i, total_steps, run)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with autocast(device, dtype):
-                logits = forward(x)  # (B, classes)
-                loss = criterion(logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
+            loss, logits = train_step(forward, optimizer, scaler, criterion, x, y, device, dtype)
+            loss_sum += loss * len(y)
+            correct += (logits.argmax(1) == y).sum()
             seen += len(y)
-            peak = torch.maximum(peak, loss.detach())
+            peak = torch.maximum(peak, loss)
             if start_loss is None:  # the reference: at least ln(classes), a guess's loss
                 start_loss = max(loss.item(), math.log(logits.shape[1]))
             if i % DIVERGENCE_CHECK_EVERY == 0 or i == len(loader) - 1:
@@ -300,20 +342,47 @@ def _fit(model: nn.Module, data: Cifar10, config: TrainConfig, *, out_dir: Path 
         history.epochs.append(record)
         if verbose:
             shown = {k: v for k, v in record.items() if k.endswith(("_loss", "_acc", "_tta"))}
-            print(f"epoch {epoch + 1:>2}/{config.epochs}  "
+            print(f"epoch {epoch + 1:>2}/{run.epochs}  "
                   + "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
                   + f"  {epoch_time:.0f} s", flush=True)
+        if speed is not None and epoch == 0:  # the first epoch against the plan: re-plan once
+            planned = epoch_seconds(speed, loader.size, len(loader), eval_images)
+            drift = (time.perf_counter() - t0) / planned
+            if abs(drift - 1) > REPLAN_DRIFT:
+                plan = _plan(config, speed.scaled(drift), len(loader), len(train_set),
+                             eval_images, spent_s=time.perf_counter() - fit_start,
+                             done_epochs=1)
+                if plan.epochs != run.epochs:
+                    run = dataclasses.replace(config, epochs=plan.epochs)
+                    total_steps = run.epochs * len(loader)
+                history.config = {**run.to_dict(), "plan": plan.describe(),
+                                  "replanned_after_epoch_1": f"took {drift:.2f}x the plan"}
+                if verbose:
+                    print(f"Epoch 1 took {drift:.2f}x the plan; re-planned: {plan.describe()}",
+                          flush=True)
         if out_dir is not None:
             save_checkpoint(ckpt_path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(), "epoch": epoch + 1,
-                "config": config.to_dict(), "history": history.epochs,
-                "data": identity, "start_loss": start_loss, "hardware": history.hardware,
+                "config": config.to_dict(), "planned_epochs": run.epochs,
+                "history": history.epochs, "data": identity, "start_loss": start_loss,
+                "hardware": history.hardware,
             })
             history.save(Path(out_dir) / HISTORY)
         for callback in callbacks:
             callback(history)
+        epoch += 1
     return history
+
+
+def _plan(config: TrainConfig, speed: Speed, steps: int, train_images: int, eval_images: int,
+          *, spent_s: float, done_epochs: int = 0) -> Plan:
+    """`budget.plan_epochs` for this recipe: its crop sizes depend on the run's length."""
+    return plan_epochs(config.budget_s, speed, steps_per_epoch=steps,
+                       batch_size=config.batch_size, train_images=train_images,
+                       eval_images=eval_images, done_epochs=done_epochs, spent_s=spent_s,
+                       resolution=lambda e, n: train_resolution(
+                           e, dataclasses.replace(config, epochs=n)))
 
 
 NOT_RECORDED = "hardware not recorded (a checkpoint written before it was)"

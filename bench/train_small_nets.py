@@ -47,11 +47,11 @@ from resnet_edu.pretrained import NETS, build, small_nets_recipe
 from resnet_edu.runtime import default_device, environment_report, seed_everything
 from resnet_edu.train import fit
 
-# He et al. 2015, Table 6 and Fig. 6 (CIFAR-10 test error, %, 164 epochs); He et al. 2016,
-# Table 3 does not list a pre-activation ResNet-20, so none is given for it
+# He et al. 2015, Table 6 (CIFAR-10 test error, %, 164 epochs): of our three nets, only
+# ResNet-20 has a number there to set beside ours
 PAPER_TEST_ERROR = {"resnet20": 8.75, "plain20": None, "preact20": None}
 PAPER_NOTE = ("He et al. 2015 Table 6: ResNet-20 8.75 % test error after 164 epochs; "
-              "plain-20 is only plotted (Fig. 6 left, about 9-10 %)")
+              "plain-20 appears only in Fig. 6 (left), not in the table")
 
 
 def fp16_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:

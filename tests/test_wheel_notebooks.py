@@ -82,7 +82,8 @@ def test_notebooks_run_from_the_installed_wheel(tmp_path):
                     "resnet_edu/_shipped/weights/manifest.json",
                     "resnet_edu/_shipped/weights/resnet20.pt"):
         assert shipped in names
-    assert not any(n.split("/")[0] in ("data", "results", "weights", "tests", "bench") for n in names)
+    top = ("data", "results", "weights", "tests", "bench")
+    assert not any(n.split("/")[0] in top for n in names)
     _run([*pip, "install", "--no-deps", "--no-index", "--target", str(target), str(wheel)])
     installed = _files(target)
 

@@ -1,6 +1,8 @@
-"""The build step that puts the CIFAR-10 sample and the stored results inside the wheel.
+"""The build step that puts the CIFAR-10 sample, the stored results and the small trained
+nets inside the wheel.
 
-Their one source is `data/cifar10-sample/` and `results/` at the top of the repository; the
+Their one source is `data/cifar10-sample/`, `results/` and `weights/` at the top of the
+repository; the
 list is `SHIPPED` in `resnet_edu/locations.py`. Building a wheel (`pip install .`,
 `pip install git+...`, `pip wheel .`) copies them into `resnet_edu/_shipped/` of the build
 folder, where the installed package finds them through `importlib.resources`. An editable

@@ -145,7 +145,10 @@ def test(extra: list[str]) -> int:
     env = dict(os.environ, RESNET_EDU_STATIC="1", PYTHONHASHSEED="0", RESNET_EDU_QUICK="1")
     env.pop("RESNET_EDU_DATA", None)  # the tests use the shipped sample, whatever is set here
     rc = subprocess.call([str(PY), "-m", "ruff", "check", "."], cwd=ROOT, env=env)
-    rc |= subprocess.call([str(PY), "-m", "pytest", *extra], cwd=ROOT, env=env)
+    # two workers, each test file (and each notebook) whole on one of them: while one waits
+    # (a kernel or JupyterLab starting, a wheel building, a browser) the other computes
+    workers = ["-n", "2", "--dist", "loadfile"] if not extra else []
+    rc |= subprocess.call([str(PY), "-m", "pytest", *workers, *extra], cwd=ROOT, env=env)
     return rc
 
 

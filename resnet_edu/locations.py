@@ -1,7 +1,8 @@
 """Where files live: the repository checkout, the files shipped in the package, the user cache.
 
-Read-only files, one source each: the small CIFAR-10 sample (`data/cifar10-sample/`) and the
-stored results the notebooks plot (`results/`) sit at the top of the repository. In a
+Read-only files, one source each: the small CIFAR-10 sample (`data/cifar10-sample/`), the
+stored results the notebooks plot (`results/`) and the small trained nets (`weights/`, see
+`resnet_edu.pretrained`) sit at the top of the repository. In a
 checkout (the editable install `python3 tasks.py` makes) they are read from there. A built
 wheel carries copies in `resnet_edu/_shipped/`, which the build step in `setup.py` makes,
 and `importlib.resources` finds them from any working directory (Colab, `pip install`).
@@ -27,6 +28,7 @@ SHIPPED_DIR = "_shipped"  # the folder inside the installed package
 SHIPPED: dict[str, tuple[str, tuple[str, ...]]] = {
     "cifar10-sample": ("data/cifar10-sample", ("cifar-10-batches-py/*",)),
     "results": ("results", ("*.json", "*.jsonl")),
+    "weights": ("weights", ("*.pt", "manifest.json")),
 }
 CACHE_NAME = "resnet-edu"
 
@@ -40,7 +42,7 @@ def checkout_root() -> Path | None:
 
 
 def shipped(name: str) -> Path:
-    """The folder of a shipped file set ('cifar10-sample' or 'results'): the repository's
+    """The folder of a shipped file set ('cifar10-sample', 'results' or 'weights'): the repository's
     own folder in a checkout, else the copy inside the installed package."""
     if name not in SHIPPED:
         raise ValueError(f"name must be one of {sorted(SHIPPED)}, got {name!r}")

@@ -36,6 +36,7 @@ from resnet_edu.locations import (
     shipped,
     user_cache_dir,
 )
+from resnet_edu.pretrained import load_pretrained, weights_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,14 +68,16 @@ def test_an_installed_package_reads_its_own_copies(installed):
     assert load_results("degradation_cpu.json") == degradation
     bench = (ROOT / "results" / "bench_cpu.jsonl").read_text().splitlines()
     assert load_results("bench_cpu.jsonl") == [json.loads(line) for line in bench if line]
+    assert weights_dir() == installed / "_shipped" / "weights"
+    assert load_pretrained("resnet20").fc.weight.dtype == torch.float32  # checksum checked
 
 
 def test_missing_shipped_files_and_unknown_names_are_explained(installed):
     shutil.rmtree(installed / "_shipped" / "results")
     with pytest.raises(FileNotFoundError, match="reinstall the package"):
         shipped("results")
-    with pytest.raises(ValueError, match="one of \\['cifar10-sample', 'results'\\]"):
-        shipped("weights")
+    with pytest.raises(ValueError, match="one of \\['cifar10-sample', 'results', 'weights'\\]"):
+        shipped("checkpoints")
 
 
 def test_unknown_results_file_lists_the_ones_there():

@@ -77,9 +77,13 @@ def test_notebooks_run_from_the_installed_wheel(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for shipped in ("resnet_edu/_shipped/cifar10-sample/cifar-10-batches-py/test_batch",
                     "resnet_edu/_shipped/results/degradation_cpu.json",
-                    "resnet_edu/_shipped/results/softmax_vs_ce.json"):
+                    "resnet_edu/_shipped/results/softmax_vs_ce.json",
+                    "resnet_edu/_shipped/results/small_nets.json",
+                    "resnet_edu/_shipped/weights/manifest.json",
+                    "resnet_edu/_shipped/weights/resnet20.pt"):
         assert shipped in names
-    assert not any(n.split("/")[0] in ("data", "results", "tests", "bench") for n in names)
+    top = ("data", "results", "weights", "tests", "bench")
+    assert not any(n.split("/")[0] in top for n in names)
     _run([*pip, "install", "--no-deps", "--no-index", "--target", str(target), str(wheel)])
     installed = _files(target)
 

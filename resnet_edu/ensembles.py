@@ -1,0 +1,221 @@
+"""Residual nets as ensembles of paths (Veit, Wilber, Belongie 2016, "Residual Networks Behave
+Like Ensembles of Relatively Shallow Networks", NeurIPS 2016, arXiv:1605.06431).
+
+Unrolling n blocks y_i = y_{i-1} + f_i(y_{i-1}) writes the net as 2^n paths: each path
+enters a subset of the blocks' branches and skips the rest (Sec. 3, Eq. 3-4). C(n, k) paths
+go through k branches, so path lengths follow a binomial distribution (Sec. 5).
+
+    path_length_distribution(9)                  # C(9, k) / 2^9, k = 0..9
+    gradient_per_path_length(model, x, y)        # Sec. 5: gradient carried by length-k paths
+    lesion_each_block(model, data)               # Sec. 4.1: delete one block at a time
+    lesion_random_blocks(model, data, trials=5)  # Sec. 4.3: delete k random blocks
+
+Gradient per path length, the paper's method (Sec. 5): one forward pass; in the backward
+pass, for k randomly chosen blocks the gradient goes through the residual branch only, for
+the other n - k through the skip connection only; the norm of the gradient at the first
+block's input is the gradient carried by paths of length k (averaged over random choices).
+Here a block gets its restricted gradient by detaching one term of its sum:
+
+    y = F(x) + s(x).detach()     # "branch only": same value, gradient only through F
+    y = F(x).detach() + s(x)     # "skip only":   same value, gradient only through s
+
+Deleting a block (Sec. 4) keeps its shortcut: y = s(x), the identity, or option A's strided
+zero-padding where a block changes shape. For a post-activation block y = ReLU(F(x) + s(x))
+the ReLU is dropped too: its input s(x) is already non-negative, the output of a ReLU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from .blocks import PreActBlock, ResidualBlock
+from .checks import check_int
+from .data import ImageSet
+from .evaluation import evaluate
+
+ROUTES = ("both", "branch", "skip", "deleted")
+
+
+def residual_blocks(model: nn.Module) -> list[ResidualBlock]:
+    """The blocks of a net, input to output (plain blocks too: `residual=False`)."""
+    blocks = [m for m in model.modules() if isinstance(m, ResidualBlock)]
+    if not blocks:
+        raise ValueError(f"{type(model).__name__} has no ResidualBlock (BasicBlock, "
+                         "Bottleneck, PreActBlock) to unroll or delete")
+    return blocks
+
+
+def path_counts(n: int) -> list[int]:
+    """How many of the 2^n paths through n blocks have length k = 0..n: C(n, k)."""
+    check_int("n", n, low=0)
+    return [math.comb(n, k) for k in range(n + 1)]
+
+
+def path_length_distribution(n: int) -> list[float]:
+    """The fraction of paths of each length: C(n, k) / 2^n, a Binomial(n, 1/2)."""
+    return [c / 2**n for c in path_counts(n)]
+
+
+def shortcut_of(block: ResidualBlock, x: torch.Tensor) -> torch.Tensor:
+    """What a deleted block leaves: its shortcut s(x). A plain block has none; it gets the
+    shortcut a residual block of its shape would have (identity, or option A padding)."""
+    if block.residual:
+        return block.shortcut(x)
+    if block.inplanes == block.out_channels and block.stride == 1:
+        return x
+    from .shortcuts import ZeroPadShortcut
+
+    return ZeroPadShortcut(block.inplanes, block.out_channels, block.stride)(x)
+
+
+def routed_forward(block: ResidualBlock, x: torch.Tensor, route: str) -> torch.Tensor:
+    """The block's output (same values for "both", "branch", "skip"), with the gradient let
+    through both terms, the residual branch only, the skip only; or the block deleted."""
+    if route not in ROUTES:
+        raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
+    if route == "deleted":
+        return shortcut_of(block, x)
+    if not block.residual:
+        raise ValueError("a plain block has no skip to route the gradient through")
+    f, s = block.residual_branch(x), block.shortcut(x)  # F(x), s(x): (B, C_out, H/s, W/s)
+    if route == "branch":
+        s = s.detach()
+    elif route == "skip":
+        f = f.detach()
+    out = f + s
+    return out if isinstance(block, PreActBlock) else block.relu(out)  # post-activation ReLU
+
+
+@contextmanager
+def routes(model: nn.Module, route_of: Sequence[str]) -> Iterator[nn.Module]:
+    """Within the `with`, block i of `model` runs `routed_forward(..., route_of[i])`."""
+    blocks = residual_blocks(model)
+    if len(route_of) != len(blocks):
+        raise ValueError(f"route_of needs one route per block ({len(blocks)}), "
+                         f"got {len(route_of)}")
+    try:
+        for block, route in zip(blocks, route_of, strict=True):
+            if route != "both":
+                block.forward = (  # an instance attribute shadows the class's forward
+                    lambda x, block=block, route=route: routed_forward(block, x, route))
+        yield model
+    finally:
+        for block in blocks:
+            block.__dict__.pop("forward", None)
+
+
+# --- gradient per path length (Veit et al. Sec. 5, Fig. 6) -----------------------------------
+
+def _input_gradient_norm(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """|dL/d(input of the first block)| for the mean cross-entropy over the batch."""
+    first = residual_blocks(model)[0]
+    seen: list[torch.Tensor] = []
+    handle = first.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    try:
+        loss = nn.functional.cross_entropy(model(x), y)
+    finally:
+        handle.remove()
+    (grad,) = torch.autograd.grad(loss, seen[0])
+    return float(grad.norm())
+
+
+def gradient_per_path_length(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                             samples: int = 10, seed: int = 0) -> list[float]:
+    """Mean |gradient at the first block's input| carried by paths of length k = 0..n.
+
+    For each k, `samples` random sets of k blocks route the gradient through their branch,
+    the other blocks through their skip. BN uses its running statistics (eval mode), so all
+    passes compute the same forward values.
+    """
+    check_int("samples", samples, low=1)
+    n = len(residual_blocks(model))
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    x = x.detach().requires_grad_(False)
+    means = []
+    try:
+        for k in range(n + 1):
+            total = 0.0
+            for _ in range(samples):
+                chosen = set(torch.randperm(n, generator=gen)[:k].tolist())
+                with routes(model, ["branch" if i in chosen else "skip" for i in range(n)]):
+                    total += _input_gradient_norm(model, x, y)
+            means.append(total / samples)
+    finally:
+        model.train(was_training)
+    return means
+
+
+def total_gradient_per_path_length(per_path: Sequence[float]) -> list[float]:
+    """Gradient per length times the number of paths of that length (Veit et al. Fig. 6b)."""
+    return [g * c for g, c in zip(per_path, path_counts(len(per_path) - 1), strict=True)]
+
+
+# --- lesions (Veit et al. Sec. 4, Fig. 3 and 5) ---------------------------------------------
+
+def accuracy_without(model: nn.Module, data: ImageSet, deleted: Sequence[int],
+                     device: torch.device | None = None) -> float:
+    """Test accuracy of `model` with the blocks at the indices `deleted` removed."""
+    n = len(residual_blocks(model))
+    for i in deleted:
+        check_int("deleted block index", i, low=0, high=n - 1)
+    with routes(model, ["deleted" if i in set(deleted) else "both" for i in range(n)]):
+        return evaluate(model, data, device=device)["acc"]
+
+
+def lesion_each_block(model: nn.Module, data: ImageSet,
+                      device: torch.device | None = None) -> list[float]:
+    """Accuracy after deleting block i alone, for every i (Veit et al. Fig. 3)."""
+    return [accuracy_without(model, data, [i], device)
+            for i in range(len(residual_blocks(model)))]
+
+
+def lesion_random_blocks(model: nn.Module, data: ImageSet, trials: int = 5, seed: int = 0,
+                         ks: Sequence[int] | None = None, device: torch.device | None = None,
+                         ) -> dict[int, list[float]]:
+    """Accuracy after deleting k random blocks, `trials` random choices per k (Fig. 5a)."""
+    check_int("trials", trials, low=1)
+    n = len(residual_blocks(model))
+    ks = range(n + 1) if ks is None else ks
+    gen = torch.Generator().manual_seed(seed)
+    out: dict[int, list[float]] = {}
+    for k in ks:
+        check_int("k", k, low=0, high=n)
+        out[k] = [accuracy_without(model, data, torch.randperm(n, generator=gen)[:k].tolist(),
+                                   device) for _ in range(1 if k in (0, n) else trials)]
+    return out
+
+
+def downsampling_blocks(model: nn.Module) -> list[int]:
+    """Indices of the blocks that change shape (stride 2 or more channels)."""
+    return [i for i, b in enumerate(residual_blocks(model))
+            if b.stride != 1 or b.inplanes != b.out_channels]
+
+
+def block_input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                          route: str = "both") -> list[float]:
+    """|dL/dx_l| at the input of every block l and at the last block's output (n + 1
+    numbers, input to output), every block routing its gradient by `route`."""
+    blocks = residual_blocks(model)
+    seen: list[torch.Tensor] = []
+    hooks = [b.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+             for b in blocks]
+    hooks.append(blocks[-1].register_forward_hook(lambda _m, _a, out: seen.append(out)))
+    was_training = model.training
+    model.eval()
+    try:
+        with routes(model, [route] * len(blocks)):
+            loss = nn.functional.cross_entropy(model(x), y)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    grads = torch.autograd.grad(loss, seen)
+    return [float(g.norm()) for g in grads]
+

@@ -268,11 +268,20 @@ def _fit(model: nn.Module, data: Cifar10, config: TrainConfig, *, out_dir: Path 
             history.hardware = state.get("hardware", NOT_RECORDED)
         if start_loss is None and history.epochs:  # written before the guard existed
             start_loss = history.epochs[0]["train_loss"]
+        if config.budget_s is not None:  # the plan as the run printed it, from its record
+            try:
+                plan = History.load(Path(out_dir) / HISTORY).config.get("plan")
+            except (OSError, ValueError, KeyError):
+                plan = None
+            if plan:
+                history.config["plan"] = plan
         if verbose and start_epoch < run.epochs:
             print(f"Resuming from {ckpt_path} after epoch {start_epoch}/{run.epochs}")
         elif verbose:
-            print(f"The run in {ckpt_path} is finished ({start_epoch} epochs): loaded it. "
-                  f"To train again, {_START_OVER}.")
+            planned = f"; its time budget planned {history.config['plan']}" if (
+                "plan" in history.config) else ""
+            print(f"The run in {ckpt_path} is finished ({start_epoch} epochs{planned}): "
+                  f"loaded it. To train again, {_START_OVER}.")
     prior = history.last
     train_time, wall_time = prior.get("train_time_s", 0.0), prior.get("wall_time_s", 0.0)
     eval_images = sum(len(getattr(data, split)) for split in eval_splits)

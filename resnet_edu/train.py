@@ -287,13 +287,13 @@ def _fit(model: nn.Module, data: Cifar10, config: TrainConfig, *, out_dir: Path 
     eval_images = sum(len(getattr(data, split)) for split in eval_splits)
     speed = None
     if config.budget_s is not None and start_epoch == 0:
+        probe_scaler = torch.amp.GradScaler("cuda", enabled=scaler.is_enabled())  # not the run's
         speed = measure_speed(
             model, train_set, getattr(data, eval_splits[0]) if eval_splits else train_set,
             batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
             min_resolution=config.min_resolution, device=device, channels_last=channels_last,
-            train_step=lambda m, opt, x, y: train_step(
-                m, opt, torch.amp.GradScaler("cuda", enabled=scaler.is_enabled()), criterion,
-                x, y, device, dtype),
+            train_step=lambda m, opt, x, y: train_step(m, opt, probe_scaler, criterion, x, y,
+                                                       device, dtype),
             evaluate_batch=lambda m, batch: evaluate(m, batch, tta=config.tta,
                                                      **eval_settings(config, device)))
         plan = _plan(config, speed, len(loader), len(train_set), eval_images,

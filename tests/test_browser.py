@@ -205,6 +205,18 @@ def _run_all(page, base: str, folder: Path, notebook: str) -> list[dict]:
     return code
 
 
+def _redraw(page, view) -> str:
+    """Change one of the view's controls and wait until its figure is a new image; say what
+    changed."""
+    before = view.locator(".widget-output img").first.get_attribute("src")
+    change = _change_a_control(page, view)
+    page.wait_for_function(
+        "([view, before]) => { const img = view.querySelector('.widget-output img');"
+        " return img && img.src !== before; }",
+        arg=[view.element_handle(), before], timeout=120_000)
+    return change
+
+
 @pytest.mark.parametrize("notebook", [nb.name for nb in NOTEBOOKS])
 def test_run_all_in_jupyterlab(lab, page, notebook):
     from playwright.sync_api import expect
@@ -229,15 +241,8 @@ def test_run_all_in_jupyterlab(lab, page, notebook):
         text = view.inner_text()
         assert "Error displaying widget" not in text and "Loading widget" not in text, text
         assert view.locator(".widget-dropdown, .widget-slider, .widget-checkbox").count()
-        image = view.locator(".widget-output img")
-        image.first.wait_for()
-        before = image.first.get_attribute("src")
-        change = _change_a_control(page, view)
-        page.wait_for_function(
-            "([view, before]) => { const img = view.querySelector('.widget-output img');"
-            " return img && img.src !== before; }",
-            arg=[view.element_handle(), before], timeout=120_000)
-        print(f"{notebook}: {change} re-drew the figure")
+        view.locator(".widget-output img").first.wait_for()
+        print(f"{notebook}: {_redraw(page, view)} re-drew the figure")
         view.scroll_into_view_if_needed()
     SCREENSHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / notebook.replace(".ipynb", ".png")))
@@ -277,13 +282,7 @@ def test_rise_slide_with_a_live_widget(tasks, page, tmp_path):
             image = view.locator(".widget-output img").first
             box = image.bounding_box()
             assert box and box["y"] + box["height"] <= 720, box  # the figure fits the slide
-            before = image.get_attribute("src")
-            change = _change_a_control(page, view)
-            page.wait_for_function(
-                "([view, before]) => { const img = view.querySelector('.widget-output img');"
-                " return img && img.src !== before; }",
-                arg=[view.element_handle(), before], timeout=120_000)
-            print(f"RISE {RISE_NOTEBOOK}: {change} re-drew the figure")
+            print(f"RISE {RISE_NOTEBOOK}: {_redraw(page, view)} re-drew the figure")
             page.wait_for_timeout(500)
             SCREENSHOTS.mkdir(exist_ok=True)
             page.screenshot(path=str(SCREENSHOTS / "rise_widget_slide.png"))

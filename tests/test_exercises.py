@@ -83,3 +83,24 @@ def test_notebook_solutions_pass_their_checks(notebook, index, code):
     result = eval(compile(ast.Expression(last), notebook, "eval"), namespace)
     assert isinstance(result, Feedback), "the last line must call a check_... function"
     assert result, result.message
+
+
+@exercise
+def check_guess(guess) -> str:
+    from resnet_edu.exercises import judge_prediction
+    return judge_prediction(guess, 10.0, what="the answer", why="Because.")
+
+
+@exercise
+def check_pick(guess) -> str:
+    from resnet_edu.exercises import judge_choice
+    return judge_choice(guess, "b", ("a", "b", "c"), what="the block that crashes")
+
+
+def test_predictions_and_choices_are_judged_with_a_direction():
+    assert check_guess(11) and "measurement is 10" in check_guess(11).message
+    assert "too high" in check_guess(20).message and "too low" in check_guess(2).message
+    assert "first" in check_guess(...).message and "number" in check_guess("ten").message
+    assert not check_guess(True)
+    assert check_pick(" B ") and not check_pick("a") and "it is 'b'" in check_pick("a").message
+    assert "one of" in check_pick("d").message and "first" in check_pick(...).message

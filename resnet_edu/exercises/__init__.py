@@ -55,3 +55,36 @@ def exercise(check: Callable[..., str]) -> Callable[..., Feedback]:
 def close(actual: float, expected: float, rel: float = 1e-4, abs_: float = 1e-6) -> bool:
     """Numbers agree within a relative or absolute tolerance."""
     return abs(actual - expected) <= max(abs_, rel * abs(expected))
+
+
+def judge_prediction(guess: object, actual: float, *, what: str, rel: float = 0.25,
+                     why: str = "") -> str:
+    """Compare a student's numeric prediction with the measured value, inside a check.
+
+    Returns the success message, or raises NotYet saying how far off the guess is and in
+    which direction. `why` is the one-line explanation shown in both cases.
+    """
+    if guess is Ellipsis:
+        raise NotYet(f"write down your prediction of {what} first (replace the `...`), then "
+                     "run this cell again: the point is to commit before you look")
+    if isinstance(guess, bool) or not isinstance(guess, (int, float)):
+        raise NotYet(f"your prediction of {what} should be a number, got {guess!r}")
+    tail = f" {why}" if why else ""
+    if abs(guess - actual) <= rel * abs(actual):
+        return f"you predicted {guess:.3g} for {what}; the measurement is {actual:.3g}.{tail}"
+    side = "high" if guess > actual else "low"
+    raise NotYet(f"you predicted {guess:.3g} for {what}, but the measurement is {actual:.3g}: "
+                 f"too {side} by more than {rel:.0%}.{tail}")
+
+
+def judge_choice(guess: object, right: str, options: tuple[str, ...], *, what: str,
+                 why: str = "") -> str:
+    """Compare a student's choice among `options` with the right one, inside a check."""
+    if guess is Ellipsis:
+        raise NotYet(f"choose {what} first: one of {', '.join(map(repr, options))}")
+    if not isinstance(guess, str) or guess.strip().lower() not in {o.lower() for o in options}:
+        raise NotYet(f"{what} should be one of {', '.join(map(repr, options))}, got {guess!r}")
+    tail = f" {why}" if why else ""
+    if guess.strip().lower() != right.lower():
+        raise NotYet(f"you chose {guess!r} for {what}; it is {right!r}.{tail}")
+    return f"{right!r} is right for {what}.{tail}"

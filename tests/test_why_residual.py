@@ -23,7 +23,12 @@ from resnet_edu.ensembles import (
     total_gradient_per_path_length,
 )
 from resnet_edu.evaluation import evaluate
-from resnet_edu.exercises.why_residual import check_lag1, check_routed_forward
+from resnet_edu.exercises.why_residual import (
+    check_lag1,
+    check_lesion_prediction,
+    check_routed_forward,
+    check_shattering_prediction,
+)
 from resnet_edu.locations import load_results
 from resnet_edu.models import cifar_resnet
 from resnet_edu.pretrained import NETS, load_pretrained, manifest, read_weights, weights_dir
@@ -223,3 +228,15 @@ def test_check_routed_forward():
     assert "gradient" in check_routed_forward(swapped).message
     assert "output differs" in check_routed_forward(no_relu).message
     assert "not attempted" in check_routed_forward(lambda b, x, r: ...).message
+
+
+def test_predictions_are_judged_against_the_measurement_they_are_given():
+    assert check_shattering_prediction("near 0", measured=-0.04).passed
+    assert "it is 'near 1'" in check_shattering_prediction("near 0", measured=0.93).message
+    assert "first" in check_shattering_prediction(...).message
+    assert "one of" in check_shattering_prediction("zero", measured=0.0).message
+    chance = [0.1, 0.11, 0.09]
+    assert check_lesion_prediction(10, measured=chance).passed
+    assert "too high" in check_lesion_prediction(45, measured=chance).message
+    assert "too low" in check_lesion_prediction(45, measured=[0.8, 0.9]).message
+    assert "first" in check_lesion_prediction(...).message

@@ -2,6 +2,8 @@
 
     check_lag1(lag1)                      # the lag-1 autocorrelation of a gradient sweep
     check_routed_forward(routed_forward)  # a block's forward with the gradient restricted
+    check_shattering_prediction(choice)   # predicted r[1] of a 50-layer plain-bn net
+    check_lesion_prediction(percent)      # predicted accuracy of plain-20 minus one block
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ from collections.abc import Callable
 
 import torch
 
+from ..ensembles import lesion_each_block
 from ..ensembles import routed_forward as library_routed_forward
 from ..models import cifar_resnet
-from ..shattered import autocorrelation, fc_net, input_gradients
-from . import NotYet, close, exercise
+from ..shattered import autocorrelation, fc_net, input_gradients, sweep_depths
+from . import NotYet, close, exercise, judge_choice, judge_prediction
 
 
 def _sequences() -> dict[str, torch.Tensor]:
@@ -91,3 +94,47 @@ def check_routed_forward(routed_forward: Callable[[torch.nn.Module, torch.Tensor
                              "(with 'skip' the branch's weights get no gradient)")
     return ("same values as block(x), and the gradient goes only where the route says, on "
             "an identity block and on a downsampling block (option A).")
+
+
+R1_CHOICES = {"near 1": 1.0, "near 0.5": 0.5, "near 0": 0.0}
+
+
+@exercise
+def check_shattering_prediction(choice: object, measured: float | None = None) -> str:
+    """Predicted r[1] of `plain-bn` at depth 50: 'near 1', 'near 0.5' or 'near 0'.
+
+    `measured`: the value from the notebook's sweep; without it, the check measures it (mean
+    over 4 initializations, as section 1 does). The nearest of the three choices is right.
+    """
+    what = "r[1] of plain-bn at 50 layers"
+    if choice is Ellipsis:  # nothing to compare yet: don't spend time measuring
+        return judge_choice(choice, "", tuple(R1_CHOICES), what=what)
+    if measured is None:
+        measured = sweep_depths((50,), ("plain-bn",), seeds=4)["plain-bn"][0]
+    right = min(R1_CHOICES, key=lambda c: abs(R1_CHOICES[c] - measured))
+    return judge_choice(choice, right, tuple(R1_CHOICES), what=what,
+                        why=f"(measured {measured:.2f}.) With BatchNorm, the gradient of a deep "
+                            "feedforward net decorrelates from one input to the next, like "
+                            "white noise (Balduzzi et al. 2017).")
+
+
+@exercise
+def check_lesion_prediction(percent: object, measured: list[float] | None = None) -> str:
+    """Predicted test accuracy (%) of the trained plain-20 with one of its blocks deleted.
+
+    `measured`: the accuracies per deleted block from the notebook's lesion run; without it,
+    the check measures them on the first 100 test images of the shipped sample.
+    """
+    what = "plain-20's accuracy with one block deleted (%, mean over the nine blocks)"
+    if percent is Ellipsis:
+        return judge_prediction(percent, 0.0, what=what)
+    if measured is None:
+        from ..data import load_sample
+        from ..pretrained import load_pretrained
+
+        measured = lesion_each_block(load_pretrained("plain20"),
+                                     load_sample().test.subset(slice(0, 100)))
+    mean = 100 * sum(measured) / len(measured)
+    return judge_prediction(percent, mean, rel=0.3, what=what,
+                            why="A plain net is one chain: every path runs through every block, "
+                                "so removing any one block breaks them all.")

@@ -172,3 +172,13 @@ def test_block_gradient_names_each_slip():
     assert "max |yours - autograd|" in check_block_gradient(lambda b, x, g: 2 * g).message
     assert "not attempted" in check_block_gradient(lambda b, x, g: None).message
     assert "not attempted" in check_block_gradient(_not_attempted).message
+
+
+def test_the_new_checks_leave_the_global_random_state_alone():
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    check_shortcut_parameters(173_824)
+    check_block_gradient(_block_gradient)
+    check_gain_prediction("residual")
+    torch.testing.assert_close(torch.rand(3), expected)

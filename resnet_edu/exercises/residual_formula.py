@@ -1,8 +1,10 @@
 """Checks for notebook 01, the residual formula.
 
 Each check runs the student's answer on its own small, seeded example and compares it with
-an oracle: the block itself, a parameter count, autograd, or the expectation in
-`resnet_edu.stacks`. The global random state is left as it was.
+an oracle computed at check time: the block itself, the parameters of a built ResNet-18,
+autograd, the measured gains of a linear stack, or the expectation in `resnet_edu.stacks`.
+A wrong answer is compared with the usual slips, so that the hint can name the one that was
+made. The global random state is left as it was.
 """
 
 from __future__ import annotations
@@ -59,8 +61,9 @@ def check_make_identity(make_identity: Callable[[PreActBlock], object]) -> str:
             "learn to vanish.")
 
 
-def _shortcut_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for name, p in model.named_parameters() if ".downsample." in name)
+def _projection(block: BasicBlock) -> int:
+    """What a projection shortcut on this block holds: a 1x1 conv without bias, a BatchNorm."""
+    return block.inplanes * block.planes + 2 * block.planes
 
 
 @exercise
@@ -70,33 +73,27 @@ def check_shortcut_parameters(total: object) -> str:
         raise NotYet("fill in resnet18_shortcuts with a number (replace the `...`)")
     if isinstance(total, bool) or not isinstance(total, int):
         raise NotYet(f"resnet18_shortcuts should be a whole number of parameters, got {total!r}")
-    model = resnet18()
-    want = _shortcut_parameters(model)
-    if total == want:
-        n = sum(1 for name, _ in model.named_modules() if name.endswith(".downsample"))
-        share = want / sum(p.numel() for p in model.parameters())
-        return (f"{want:,} parameters in {n} projections, {share:.1%} of the net; every other "
-                "shortcut is the identity and costs nothing. Shortcuts never reduce the "
-                "parameter count, and no weights are shared between blocks.")
-    # the usual slips, each computed from the model itself
+    with torch.random.fork_rng(devices=[]):  # building the net draws its initial weights
+        model = resnet18()
     blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
     projecting = [b for b in blocks if b.downsample is not None]
-    def projection(b: BasicBlock) -> int:  # a 1x1 conv without bias, and a BatchNorm
-        return b.inplanes * b.planes + 2 * b.planes
-
-    convs_only = sum(b.inplanes * b.planes for b in projecting)
-    one = projection(projecting[0])
-    every_block = {sum(projection(b) for b in blocks),  # a projection in every block
-                   sum(projection(b) for b in blocks if b.planes > 64)}  # every block of layer2-4
+    want = sum(p.numel() for b in projecting for p in b.downsample.parameters())  # the oracle
+    if total == want:
+        share = want / sum(p.numel() for p in model.parameters())
+        return (f"{want:,} parameters in {len(projecting)} projections, {share:.1%} of the "
+                "net; every other shortcut is the identity and costs nothing. Shortcuts never "
+                "reduce the parameter count, and no weights are shared between blocks.")
+    # the usual slips, each counted on the model itself
     first_blocks = [getattr(model, f"layer{i}")[0] for i in range(1, 5)]
-    with_layer1 = sum(projection(b) for b in first_blocks)
-    if total == one:
+    every_block = {sum(_projection(b) for b in blocks),  # a projection in every block
+                   sum(_projection(b) for b in blocks if b.planes > 64)}  # in layer2 to layer4
+    if total == _projection(projecting[0]):
         raise NotYet(f"{total:,} is one projection (64 -> 128 channels, at the start of "
                      "layer2). Which other blocks of ResNet-18 change the shape?")
-    if total == convs_only:
+    if total == sum(b.inplanes * b.planes for b in projecting):
         raise NotYet("the 1x1 convolutions are right, but each projection is followed by a "
                      "BatchNorm with a weight and a bias per output channel")
-    if total == with_layer1:
+    if total == sum(_projection(b) for b in first_blocks):
         raise NotYet("layer1's first block keeps 64 channels at stride 1, so its shortcut "
                      "is the identity: ResNet-18 projects only where a stage starts with "
                      "stride 2 and more channels")

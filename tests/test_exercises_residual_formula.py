@@ -6,11 +6,15 @@ from torch import nn
 
 from resnet_edu.exercises import Feedback
 from resnet_edu.exercises.residual_formula import (
+    check_block_gradient,
     check_expected_gain,
+    check_gain_prediction,
     check_make_identity,
     check_predict_gradient,
     check_shortcut_parameters,
 )
+from resnet_edu.models import resnet18
+from resnet_edu.stacks import LinearStack, jacobian_gains
 
 
 def _not_attempted(*args):
@@ -52,15 +56,25 @@ def test_make_identity_leaves_the_global_random_state_alone():
     torch.testing.assert_close(torch.rand(3), expected)
 
 
-def test_shortcut_parameters():
-    # oracle: a 1x1 conv 64->128 without bias, and BatchNorm(128)'s weight and bias
-    projection = nn.Conv2d(64, 128, 1, bias=False).weight.numel() + 2 * 128
-    assert check_shortcut_parameters(0, projection).passed
-    assert "fill in" in check_shortcut_parameters(..., ...).message
-    assert "Does adding" in check_shortcut_parameters(64, projection).message
-    assert "BatchNorm" in check_shortcut_parameters(0, 64 * 128).message
-    assert not check_shortcut_parameters(0, projection + 1).passed
-    assert not check_shortcut_parameters(0.0, float(projection)).passed
+def test_shortcut_parameters_of_resnet18():
+    # oracle: a 1x1 conv without bias and a BatchNorm (weight, bias) for each block that
+    # changes the shape: the first block of layer2, layer3 and layer4
+    model = resnet18()
+    projections = [b for b in (getattr(model, f"layer{i}")[0] for i in range(1, 5))
+                   if b.downsample is not None]
+    assert [(b.inplanes, b.planes) for b in projections] == [(64, 128), (128, 256), (256, 512)]
+    right = sum(ci * co + 2 * co for ci, co in [(64, 128), (128, 256), (256, 512)])
+    assert check_shortcut_parameters(right).passed
+    assert "fill in" in check_shortcut_parameters(...).message
+    assert "whole number" in check_shortcut_parameters(float(right)).message
+    assert "one projection" in check_shortcut_parameters(64 * 128 + 2 * 128).message
+    convs_only = 64 * 128 + 128 * 256 + 256 * 512
+    assert "BatchNorm" in check_shortcut_parameters(convs_only).message
+    with_layer1 = right + 64 * 64 + 2 * 64
+    assert "layer1" in check_shortcut_parameters(with_layer1).message
+    every_block = right + sum(c * c + 2 * c for c in (128, 256, 512))
+    assert "only the first block" in check_shortcut_parameters(every_block).message
+    assert "print(resnet18())" in check_shortcut_parameters(right + 1).message
 
 
 def _right_gradient(weights, g):
@@ -106,3 +120,65 @@ def test_expected_gain():
     assert "upper bound" in bound.message
     assert "plain stack" in check_expected_gain(lambda s, d, r: 1.0).message
     assert "return a float" in check_expected_gain(lambda s, d, r: "1").message
+
+
+def test_gain_prediction_is_judged_against_the_measured_gains():
+    config = LinearStack(width=64, depth=50, scale=1.5)
+    plain, residual = (jacobian_gains(config.build(r)).rms[-1] for r in (False, True))
+    assert residual > 10 * plain  # the measurement the check makes, done here independently
+    right = check_gain_prediction("residual")
+    assert right.passed and f"{residual:.1e}" in right.message
+    assert "it is 'residual'" in check_gain_prediction("plain").message
+    assert not check_gain_prediction("about the same").passed
+    assert "first" in check_gain_prediction(...).message
+    small = check_gain_prediction("plain", scale=0.2)  # small branches: plain collapses
+    assert not small.passed and "it is 'residual'" in small.message
+
+
+def _block_gradient(block, x, g):
+    x = x.detach().requires_grad_(True)
+    (through_f,) = torch.autograd.grad(block.residual_branch(x), x, grad_outputs=g)
+    return g + through_f
+
+
+def test_block_gradient_accepts_g_plus_the_branch_vjp():
+    fb = check_block_gradient(_block_gradient)
+    assert fb.passed, fb
+
+
+def test_block_gradient_names_each_slip():
+    def through_f_only(block, x, g):
+        return _block_gradient(block, x, g) - g
+
+    def ones(block, x, g):
+        x = x.detach().requires_grad_(True)
+        (v,) = torch.autograd.grad(block.residual_branch(x).sum(), x)
+        return g + v
+
+    def ones_only(block, x, g):
+        return ones(block, x, g) - g
+
+    def whole_block(block, x, g):
+        x = x.detach().requires_grad_(True)
+        (v,) = torch.autograd.grad(block(x), x, grad_outputs=g)
+        return v
+
+    assert "shortcut adds g itself" in check_block_gradient(through_f_only).message
+    assert "only the shortcut's term" in check_block_gradient(lambda b, x, g: g).message
+    assert "grad_outputs=g" in check_block_gradient(ones).message
+    assert "left out" in check_block_gradient(ones_only).message
+    assert "not block(x)" in check_block_gradient(whole_block).message
+    assert "shaped like x" in check_block_gradient(lambda b, x, g: g[0]).message
+    assert "max |yours - autograd|" in check_block_gradient(lambda b, x, g: 2 * g).message
+    assert "not attempted" in check_block_gradient(lambda b, x, g: None).message
+    assert "not attempted" in check_block_gradient(_not_attempted).message
+
+
+def test_the_new_checks_leave_the_global_random_state_alone():
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    check_shortcut_parameters(173_824)
+    check_block_gradient(_block_gradient)
+    check_gain_prediction("residual")
+    torch.testing.assert_close(torch.rand(3), expected)

@@ -1,8 +1,10 @@
 """Checks for notebook 01, the residual formula.
 
 Each check runs the student's answer on its own small, seeded example and compares it with
-an oracle: the block itself, a parameter count, autograd, or the expectation in
-`resnet_edu.stacks`. The global random state is left as it was.
+an oracle computed at check time: the block itself, the parameters of a built ResNet-18,
+autograd, the measured gains of a linear stack, or the expectation in `resnet_edu.stacks`.
+A wrong answer is compared with the usual slips, so that the hint can name the one that was
+made. The global random state is left as it was.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from collections.abc import Callable
 import torch
 
 from ..blocks import BasicBlock, PreActBlock
-from ..stacks import LinearStack, expected_rms_gain
-from . import NotYet, close, exercise
+from ..models import resnet18
+from ..stacks import LinearStack, expected_rms_gain, jacobian_gains
+from . import NotYet, close, exercise, judge_choice
 
 
 def _seeded_preact_block(channels: int = 8) -> PreActBlock:
@@ -58,34 +61,48 @@ def check_make_identity(make_identity: Callable[[PreActBlock], object]) -> str:
             "learn to vanish.")
 
 
+def _projection(block: BasicBlock) -> int:
+    """What a projection shortcut on this block holds: a 1x1 conv without bias, a BatchNorm."""
+    return block.inplanes * block.planes + 2 * block.planes
+
+
 @exercise
-def check_shortcut_parameters(identity_extra: object, projection_extra: object) -> str:
-    """Exercise 2: how many parameters does each kind of shortcut add to a BasicBlock?"""
-    for name, value in (("identity_extra", identity_extra),
-                        ("projection_extra", projection_extra)):
-        if value is Ellipsis:
-            raise NotYet(f"fill in {name} with a number (replace the `...`)")
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise NotYet(f"{name} should be a whole number of parameters, got {value!r}")
-
-    def extra(block: BasicBlock) -> int:
-        return sum(p.numel() for p in block.parameters()) - sum(
-            p.numel() for n, p in block.named_parameters() if not n.startswith("downsample"))
-
-    want_identity = extra(BasicBlock(64, 64))  # option B: identity where shapes match
-    want_projection = extra(BasicBlock(64, 128, stride=2))  # 1x1 conv W_s + its BatchNorm
-    if identity_extra != want_identity:
-        raise NotYet(f"identity_extra = {identity_extra}: the identity shortcut just adds x "
-                     "to F(x). Does adding need any weights?")
-    if projection_extra == 64 * 128:
-        raise NotYet("the 1x1 convolution is right (64 x 128 weights, no bias), but the "
-                     "projection is followed by a BatchNorm with its own weight and bias")
-    if projection_extra != want_projection:
-        raise NotYet(f"projection_extra = {projection_extra}: count the 1x1 convolution "
-                     "64 -> 128 (no bias, as in torchvision) and its BatchNorm(128)")
-    return (f"an identity shortcut adds {want_identity} parameters and a projection adds "
-            f"{want_projection}: shortcuts never reduce the parameter count, and no weights "
-            "are shared between blocks.")
+def check_shortcut_parameters(total: object) -> str:
+    """Exercise 3: how many parameters do all the shortcuts of ResNet-18 hold together?"""
+    if total is Ellipsis:
+        raise NotYet("fill in resnet18_shortcuts with a number (replace the `...`)")
+    if isinstance(total, bool) or not isinstance(total, int):
+        raise NotYet(f"resnet18_shortcuts should be a whole number of parameters, got {total!r}")
+    with torch.random.fork_rng(devices=[]):  # building the net draws its initial weights
+        model = resnet18()
+    blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
+    projecting = [b for b in blocks if b.downsample is not None]
+    want = sum(p.numel() for b in projecting for p in b.downsample.parameters())  # the oracle
+    if total == want:
+        share = want / sum(p.numel() for p in model.parameters())
+        return (f"{want:,} parameters in {len(projecting)} projections, {share:.1%} of the "
+                "net; every other shortcut is the identity and costs nothing. Shortcuts never "
+                "reduce the parameter count, and no weights are shared between blocks.")
+    # the usual slips, each counted on the model itself
+    first_blocks = [getattr(model, f"layer{i}")[0] for i in range(1, 5)]
+    every_block = {sum(_projection(b) for b in blocks),  # a projection in every block
+                   sum(_projection(b) for b in blocks if b.planes > 64)}  # in layer2 to layer4
+    if total == _projection(projecting[0]):
+        raise NotYet(f"{total:,} is one projection (64 -> 128 channels, at the start of "
+                     "layer2). Which other blocks of ResNet-18 change the shape?")
+    if total == sum(b.inplanes * b.planes for b in projecting):
+        raise NotYet("the 1x1 convolutions are right, but each projection is followed by a "
+                     "BatchNorm with a weight and a bias per output channel")
+    if total == sum(_projection(b) for b in first_blocks):
+        raise NotYet("layer1's first block keeps 64 channels at stride 1, so its shortcut "
+                     "is the identity: ResNet-18 projects only where a stage starts with "
+                     "stride 2 and more channels")
+    if total in every_block:
+        raise NotYet("only the first block of layer2, layer3 and layer4 changes the shape; "
+                     "the other blocks add x itself, which needs no weights")
+    raise NotYet(f"resnet18_shortcuts = {total:,}. Find the blocks whose output shape differs "
+                 "from their input (print(resnet18()) shows them); each projection is a 1x1 "
+                 "conv (in x out weights, no bias) and a BatchNorm(out)")
 
 
 def _wrong_gradients(weights: list[torch.Tensor], g_top: torch.Tensor
@@ -104,7 +121,7 @@ def _wrong_gradients(weights: list[torch.Tensor], g_top: torch.Tensor
 @exercise
 def check_predict_gradient(
     predict: Callable[[list[torch.Tensor], torch.Tensor], torch.Tensor]) -> str:
-    """Exercise 3: dE/dx_0 of x_{i+1} = x_i + W_i x_i, given dE/dx_L, without autograd."""
+    """Exercise 4: dE/dx_0 of x_{i+1} = x_i + W_i x_i, given dE/dx_L, without autograd."""
     stack = LinearStack(width=5, depth=4, scale=0.8, seed=7).build(residual=True)
     weights = [block.weight.detach().clone() for block in stack]
     with torch.random.fork_rng(devices=[]):
@@ -140,7 +157,7 @@ def check_predict_gradient(
 
 @exercise
 def check_expected_gain(gain: Callable[[float, int, bool], float]) -> str:
-    """Exercise 4: the expected RMS gain of a plain and of a residual linear stack."""
+    """Exercise 5: the expected RMS gain of a plain and of a residual linear stack."""
     cases = [(0.5, 10), (1.0, 4), (0.2, 50), (1.5, 3)]
     for residual in (False, True):
         for scale, depth in cases:
@@ -165,3 +182,75 @@ def check_expected_gain(gain: Callable[[float, int, bool], float]) -> str:
     return ("plain: scale^depth, residual: (1 + scale^2)^(depth/2). The plain gain collapses "
             "(or explodes) geometrically; the residual one never collapses but still grows, "
             "which is why ResNets also need BatchNorm and a careful initialization.")
+
+
+GAIN_OPTIONS = ("plain", "residual", "about the same")
+
+
+@exercise
+def check_gain_prediction(guess: object, scale: float = 1.5, depth: int = 50) -> str:
+    """Prediction: with large branches, which stack's gradient gain is larger at depth 50?"""
+    config = LinearStack(width=64, depth=depth, scale=scale)
+    plain, residual = (jacobian_gains(config.build(r)).rms[-1] for r in (False, True))
+    ratio = residual / plain
+    right = ("about the same" if 0.1 <= ratio <= 10 else
+             "residual" if ratio > 1 else "plain")
+    why = (f"At s = {scale:g} and {depth} blocks the measured gain is {plain:.1e} (plain) and "
+           f"{residual:.1e} (residual): each factor I + W_i is typically larger than W_i "
+           "alone (Exercise 5 makes this exact).")
+    what = f"the stack with the larger gain after {depth} blocks at s = {scale:g}"
+    return judge_choice(guess, right, GAIN_OPTIONS, what=what, why=why)
+
+
+@exercise
+def check_block_gradient(
+    block_gradient: Callable[[PreActBlock, torch.Tensor, torch.Tensor], torch.Tensor]) -> str:
+    """Exercise 2: dE/dx of one block y = x + F(x) given g = dE/dy, by autograd through F."""
+    block = _seeded_preact_block()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(4)
+        x = torch.randn(4, 8, 6, 6, dtype=torch.float64)
+        g = torch.randn(4, 8, 6, 6, dtype=torch.float64)
+    x_ref = x.clone().requires_grad_(True)
+    (want,) = torch.autograd.grad(block(x_ref), x_ref, grad_outputs=g)  # the oracle: autograd
+
+    def whole_block(*args, **kwargs):
+        raise NotYet("call block.residual_branch(x), not block(x): the point is to add the "
+                     "shortcut's term yourself")
+
+    block.forward = whole_block  # the student's code gets F, not the whole block
+    got = block_gradient(block, x.clone(), g.clone())
+    if got is None:
+        raise NotImplementedError
+    if not isinstance(got, torch.Tensor):
+        raise NotYet(f"return a tensor shaped like x, got {type(got).__name__}")
+    if got.shape != want.shape:
+        raise NotYet(f"return a tensor shaped like x, {tuple(want.shape)}; got "
+                     f"{tuple(got.shape)}")
+    got = got.detach().to(torch.float64)
+
+    def same(a: torch.Tensor, b: torch.Tensor) -> bool:
+        return torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+
+    if same(got, want):
+        return ("g + g . dF/dx matches autograd through the whole block. The first term is "
+                "the shortcut's: it passes g back unchanged, whatever F's weights are.")
+    x_f = x.clone().requires_grad_(True)
+    f = block.residual_branch(x_f)
+    (through_f,) = torch.autograd.grad(f, x_f, grad_outputs=g, retain_graph=True)
+    (through_ones,) = torch.autograd.grad(f.sum(), x_f)
+    hints = [
+        (through_f, "that is g . dF/dx only, the gradient through the branch: the shortcut "
+                    "adds g itself (y = x + F(x), so dy/dx = I + dF/dx)"),
+        (g, "that is only the shortcut's term g; the branch adds g . dF/dx, a "
+            "vector-Jacobian product through block.residual_branch with grad_outputs=g"),
+        (g + through_ones, "you back-propagated F(x).sum(), i.e. a gradient of all ones: "
+                           "pass grad_outputs=g so that the branch's term is g . dF/dx"),
+        (through_ones, "you back-propagated F(x).sum() (a gradient of all ones) and left out "
+                       "the shortcut's term: the answer is g + g . dF/dx"),
+    ]
+    for wrong, hint in hints:
+        if same(got, wrong):
+            raise NotYet(hint)
+    raise NotYet(f"max |yours - autograd| = {(got - want).abs().max().item():.2g}; the answer "
+                 "is g + (the vector-Jacobian product of F at x with g)")

@@ -1,0 +1,134 @@
+"""Exercise checks of notebook 00: right answers pass, the usual slips get their own hint."""
+
+import pytest
+import torch
+
+from resnet_edu.exercises import Feedback
+from resnet_edu.exercises.start_here import (
+    check_basic_block_forward,
+    check_degradation_prediction,
+    check_plain_forward,
+    final_training_errors,
+)
+from resnet_edu.locations import load_results
+
+
+def _branch(b, x):
+    return b.bn2(b.conv2(b.relu(b.bn1(b.conv1(x)))))
+
+
+def _shortcut(b, x):
+    return x if b.downsample is None else b.downsample(x)
+
+
+def right_forward(block, x):
+    return block.relu(_branch(block, x) + _shortcut(block, x))
+
+
+def right_plain_forward(block, x):
+    return block.relu(_branch(block, x))
+
+
+def _not_attempted(block, x):
+    ...  # a student cell left as it is
+
+
+def test_the_prediction_is_judged_against_the_stored_run():
+    nets = load_results("degradation_cpu.json")["nets"]
+    final = final_training_errors()
+    assert final == {n: nets[n]["train_error"][-1] for n in ("plain-20", "plain-56")}
+    lower = min(final, key=final.get)
+    higher = max(final, key=final.get)
+    right = check_degradation_prediction(lower)
+    assert isinstance(right, Feedback) and right.passed, right
+    assert f"{100 * final[higher]:.1f} %" in right.message  # the numbers come from the run
+    wrong = check_degradation_prediction(higher)
+    assert not wrong.passed and f"it is '{lower}'" in wrong.message
+    assert "first" in check_degradation_prediction(...).message
+    assert "one of" in check_degradation_prediction("ResNet-56").message
+
+
+def test_the_solutions_pass_in_eval_and_train_mode():
+    assert check_basic_block_forward(right_forward).passed
+    assert check_plain_forward(right_plain_forward).passed
+
+
+def test_an_unanswered_cell_is_not_attempted():
+    assert "not attempted" in check_basic_block_forward(_not_attempted).message
+    assert "not attempted" in check_plain_forward(_not_attempted).message
+
+
+SLIPS = {
+    "ReLU before the addition": (
+        lambda b, x: b.relu(_branch(b, x)) + _shortcut(b, x), "ReLU comes too early"),
+    "ReLU before and after": (
+        lambda b, x: b.relu(b.relu(_branch(b, x)) + _shortcut(b, x)), "one ReLU too many"),
+    "missing final ReLU": (
+        lambda b, x: _branch(b, x) + _shortcut(b, x), "final ReLU is missing"),
+    "forgot the shortcut": (
+        lambda b, x: b.relu(_branch(b, x)), "shortcut is missing"),
+    "x instead of downsample(x)": (
+        lambda b, x: b.relu(_branch(b, x) + x), "not x but block.downsample(x)"),
+    "downsample(x) everywhere": (
+        lambda b, x: b.relu(_branch(b, x) + b.downsample(x)), "the shortcut is then x itself"),
+    "BN and ReLU swapped": (
+        lambda b, x: b.relu(b.bn2(b.conv2(b.bn1(b.relu(b.conv1(x))))) + _shortcut(b, x)),
+        "BatchNorm and ReLU are swapped"),
+    "no ReLU between the convs": (
+        lambda b, x: b.relu(b.bn2(b.conv2(b.bn1(b.conv1(x)))) + _shortcut(b, x)),
+        "ReLU between the two convolutions is missing"),
+    "no BatchNorm": (
+        lambda b, x: b.relu(b.conv2(b.relu(b.conv1(x))) + _shortcut(b, x)),
+        "BatchNorms are missing"),
+    "projection without its BatchNorm": (
+        lambda b, x: b.relu(_branch(b, x) + (x if b.downsample is None else b.downsample[0](x))),
+        "not only its conv"),
+    "pre-activation order": (
+        lambda b, x: b.conv2(b.relu(b.bn2(b.conv1(b.relu(b.bn1(x)))))) + x,
+        "pre-activation order"),
+}
+
+
+@pytest.mark.parametrize("name", SLIPS)
+def test_each_slip_in_the_residual_forward_gets_its_own_hint(name):
+    answer, hint = SLIPS[name]
+    feedback = check_basic_block_forward(answer)
+    assert not feedback.passed and hint in feedback.message, feedback.message
+
+
+def test_other_wrong_residual_answers_are_located():
+    assert "differs from the library block's" in check_basic_block_forward(
+        lambda b, x: 2 * right_forward(b, x)).message
+    assert "shape" in check_basic_block_forward(lambda b, x: right_forward(b, x)[:1, :3]).message
+    assert "as a tensor" in check_basic_block_forward(lambda b, x: [1.0]).message
+
+    def running_stats_only(b, x):  # right in eval mode only
+        was = b.training
+        b.eval()
+        out = right_forward(b, x)
+        b.train(was)
+        return out
+
+    assert "training mode" in check_basic_block_forward(running_stats_only).message
+
+
+def test_each_slip_in_the_plain_forward_gets_its_own_hint():
+    cases = {
+        "final ReLU is missing": lambda b, x: _branch(b, x),
+        "no shortcut": lambda b, x: b.relu(_branch(b, x) + x),
+        "BatchNorm and ReLU are swapped":
+            lambda b, x: b.relu(b.bn2(b.conv2(b.bn1(b.relu(b.conv1(x)))))),
+        "BatchNorms are missing": lambda b, x: b.relu(b.conv2(b.relu(b.conv1(x)))),
+    }
+    for hint, answer in cases.items():
+        feedback = check_plain_forward(answer)
+        assert not feedback.passed and hint in feedback.message, (hint, feedback.message)
+
+
+def test_the_checks_leave_the_global_random_state_alone():
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    check_basic_block_forward(right_forward)
+    check_plain_forward(right_plain_forward)
+    torch.testing.assert_close(torch.rand(3), expected)

@@ -61,6 +61,7 @@ def solution_blocks(path: Path) -> list[str]:
 SOLUTIONS = [(nb.name, i, code) for nb in NOTEBOOKS for i, code in enumerate(solution_blocks(nb))]
 # the one extractor for every notebook: it must find each notebook's solutions
 EXPECTED_SOLUTIONS = {"01_residual_formula.ipynb": 4, "03_shapes_and_shortcuts.ipynb": 3,
+                      "04_train_resnet18_cifar10.ipynb": 4, "05_bug_hunt.ipynb": 4,
                       "06_why_residual_networks_work.ipynb": 2}
 
 

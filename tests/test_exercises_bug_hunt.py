@@ -5,14 +5,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from resnet_edu.diagnostics import diagnose
 from resnet_edu.exercises import bugs
 from resnet_edu.exercises.bug_hunt import (
     CLAIMS,
-    check_block,
     check_claims,
+    check_crash_prediction,
     check_evaluate,
+    check_fixed_block,
     check_shortcut_for,
     claim_evidence,
+    crashing_blocks,
     resnet18_parameter_difference,
 )
 
@@ -102,30 +105,110 @@ def test_identity_mappings_do_not_reduce_parameters():
     assert not fb and f"{by_hand:,}" in fb.message and "option A" in fb.message
 
 
-def test_block():
-    assert check_block(bugs.GoodBlock)
-    assert not check_block(unattempted)
-    for name, check in bugs.PLANTED.items():
-        cls = getattr(bugs, name)
-        if issubclass(cls, bugs.TinyResNet) or check == "gradient-flow":
-            continue  # not a block mistake, or one that needs a deep net to show
-        fb = check_block(cls)
-        assert not fb, name
-    fb = check_block(bugs.BiasBeforeNormBlock)
-    assert "bias-before-norm" in fb.message
+def test_crash_prediction_is_the_stride_one_block():
+    assert crashing_blocks() == ["layers.0.0"]  # measured: the blocks run one by one
+    assert crashing_blocks(bugs.GoodBlock) == []
+    assert check_crash_prediction("layers.0.0")
+    assert check_crash_prediction(" Layers.0.0 ")
+    fb = check_crash_prediction("all three")
+    assert not fb and "it is 'layers.0.0'" in fb.message and "short" not in fb.message
+    assert "`or`" in fb.message  # says why
+    assert "one of" in check_crash_prediction("layers.3.0").message
+    assert "first" in check_crash_prediction(...).message
 
-    class OtherShortcutName(bugs.GoodBlock):  # blocks are found by what they compute
+
+class FixedBlock(nn.Module):
+    """The solution of Exercise 1: CopiedBlock with its four mistakes fixed."""
+
+    def __init__(self, cin, cout, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                          nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+def test_fixed_block_passes_and_each_mistake_gets_its_hint():
+    assert check_fixed_block(FixedBlock)
+    assert check_fixed_block(bugs.GoodBlock)
+
+    class IdentityAsNone(FixedBlock):
         def __init__(self, cin, cout, stride=1):
             super().__init__(cin, cout, stride)
-            self.skip_path = self.__dict__["_modules"].pop("shortcut")
+            if not len(self.shortcut):
+                self.shortcut = None
 
         def forward(self, x):
-            return self.relu(self.main_path(x) + self.skip_path(x))
+            out = torch.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            return torch.relu(out + (x if self.shortcut is None else self.shortcut(x)))
 
-    assert check_block(OtherShortcutName)
+    assert check_fixed_block(IdentityAsNone)
+    assert "not attempted" in check_fixed_block(unattempted).message
+    hints = {
+        bugs.CopiedBlock: "bias=False",  # the first of its four mistakes
+        bugs.BiasBeforeNormBlock: "bias=False",
+        bugs.AlwaysProjectBlock: "use the identity there",
+        bugs.ReluShortcutBlock: "stays linear",
+        bugs.StrideOneShortcutBlock: "stays linear",
+        bugs.DetachedShortcutBlock: "detach",
+        bugs.ForgetfulBlock: "AttributeError",
+    }
+    for block, hint in hints.items():
+        fb = check_fixed_block(block)
+        assert not fb and hint in fb.message, (block.__name__, fb.message)
 
-    class NoAddition(bugs.GoodBlock):
+    class NoFinalRelu(FixedBlock):
         def forward(self, x):
-            return self.relu(self.main_path(x))  # the shortcut is built but never added
+            out = torch.relu(self.bn1(self.conv1(x)))
+            return self.bn2(self.conv2(out)) + self.shortcut(x)
 
-    assert "no residual block" in check_block(NoAddition).message
+    fb = check_fixed_block(NoFinalRelu)
+    assert not fb and "output differs" in fb.message and "ReLU(" in fb.message
+
+    class NoProjectionNorm(FixedBlock):
+        def __init__(self, cin, cout, stride=1):
+            super().__init__(cin, cout, stride)
+            if len(self.shortcut):
+                self.shortcut = nn.Sequential(self.shortcut[0])
+
+    fb = check_fixed_block(NoProjectionNorm)
+    assert not fb and "shortcut.1" in fb.message and "BatchNorm" in fb.message
+
+    class WrongStride(FixedBlock):
+        def __init__(self, cin, cout, stride=1):
+            super().__init__(cin, cout, stride)
+            if len(self.shortcut):
+                self.shortcut[0].stride = (1, 1)
+
+    fb = check_fixed_block(WrongStride)
+    assert not fb and "shape-mismatch" in fb.message and "stride=2" in fb.message
+
+    class Renamed(FixedBlock):
+        def __init__(self, cin, cout, stride=1):
+            super().__init__(cin, cout, stride)
+            self.first = self.__dict__["_modules"].pop("conv1")
+
+        def forward(self, x):
+            out = torch.relu(self.bn1(self.first(x)))
+            return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+    fb = check_fixed_block(Renamed)
+    assert not fb and "keep conv1" in fb.message
+
+
+def test_suspects_are_the_planted_mistakes():
+    assert bugs.SUSPECTS[1] is bugs.ForgetfulBlock and bugs.SUSPECTS[8] is bugs.predict_classes
+    assert bugs.evaluate_forgetting_eval is bugs.predict_classes
+    names = {getattr(s, "__name__", "") for s in bugs.SUSPECTS.values() if not isinstance(s, tuple)}
+    assert set(bugs.PLANTED) - {"ReluShortcutBlock"} <= names
+    report = diagnose(bugs.TinyResNet(bugs.CopiedBlock, depth=2), (3, 32, 32))
+    assert {"bias-before-norm", "unneeded-projection", "shortcut-activation"} <= set(report.checks)

@@ -12,8 +12,11 @@ decorator turns both outcomes, and any error the student's own code raises, into
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+
+import torch
 
 
 class NotYet(Exception):
@@ -88,3 +91,15 @@ def judge_choice(guess: object, right: str, options: tuple[str, ...], *, what: s
     if guess.strip().lower() != right.lower():
         raise NotYet(f"you chose {guess!r} for {what}; it is {right!r}.{tail}")
     return f"{right!r} is right for {what}.{tail}"
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run a check's small tensors on one CPU thread, then restore the thread count: tiny
+    convolutions gain nothing from threads, and on a busy CPU lose much to them."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -9,8 +9,8 @@ from torch import nn
 
 from ..diagnostics import ACTIVATIONS, diagnose
 from ..models import cifar_resnet, count_parameters
-from . import NotYet, exercise
-from .bugs import GoodBlock, TinyResNet, evaluate_correctly
+from . import NotYet, exercise, judge_choice, one_thread
+from .bugs import SUSPECTS, GoodBlock, TinyResNet, evaluate_correctly
 
 # (in_channels, out_channels, stride) cases, with and without a shape change
 SHORTCUT_CASES = ((16, 16, 1), (16, 32, 2), (32, 32, 2), (32, 64, 1), (64, 64, 1))
@@ -64,7 +64,7 @@ def check_shortcut_for(shortcut_for: Callable[[int, int, int], nn.Module | None]
 
 @exercise
 def check_evaluate(evaluate: Callable[[nn.Module, torch.Tensor], torch.Tensor]) -> str:
-    """Exercise 2: `evaluate(model, images)` predicts in eval mode, without autograd."""
+    """`evaluate(model, images)` predicts in eval mode, without autograd."""
     torch.manual_seed(0)
     model = cifar_resnet(8)
     with torch.no_grad():  # give BatchNorm running statistics that differ from the batch's
@@ -149,7 +149,7 @@ _WHY = {
 
 @exercise
 def check_claims(answers: dict[str, bool]) -> str:
-    """Exercise 3: mark each claim in `CLAIMS` True or False."""
+    """Mark each claim in `CLAIMS` True or False."""
     if not isinstance(answers, dict):
         raise NotYet(f"answers should be a dict from claim name to True/False, got "
                      f"{type(answers).__name__}.")
@@ -167,27 +167,124 @@ def check_claims(answers: dict[str, bool]) -> str:
     return f"all {len(CLAIMS)} claims judged right, each checked by running torch."
 
 
+# --- suspect 1: which of TinyResNet's three blocks crashes? --------------------------------
+
+CRASH_OPTIONS = ("layers.0.0", "layers.1.0", "layers.2.0", "all three", "none")
+
+
+def crashing_blocks(block: Callable[[int, int, int], nn.Module] = SUSPECTS[1]) -> list[str]:
+    """The blocks of `TinyResNet(block)` whose forward raises, each run alone on a batch."""
+    net, crashed = TinyResNet(block), []
+    for name, stage in net.layers.named_children():
+        for index, b in stage.named_children():
+            x = torch.randn(2, b.conv1.in_channels, 16, 16)  # (B, C_in, H, W)
+            try:
+                b(x)
+            except Exception:
+                crashed.append(f"layers.{name}.{index}")
+    return crashed
+
+
 @exercise
-def check_block(block: Callable[[int, int, int], nn.Module]) -> str:
-    """Exercise 4: a block `block(in_channels, out_channels, stride)` diagnose finds clean."""
-    for cin, cout, stride in ((16, 16, 1), (16, 32, 2)):
-        b = block(cin, cout, stride)
-        got = tuple(b(torch.randn(2, cin, 16, 16)).shape)
-        want = (2, cout, 16 // stride, 16 // stride)
-        if got != want:
-            raise NotYet(f"block({cin}, {cout}, {stride}) maps (2, {cin}, 16, 16) to {got}, "
-                         f"expected {want}.")
+def check_crash_prediction(guess: object) -> str:
+    """Prediction: which block of `TinyResNet(SUSPECTS[1])` crashes when run alone."""
+    crashed = crashing_blocks()
+    right = ("none" if not crashed else crashed[0] if len(crashed) == 1 else
+             "all three" if len(crashed) == 3 else ", ".join(crashed))
+    return judge_choice(
+        guess, right, CRASH_OPTIONS, what="the block that crashes",
+        why="forward reads self.in_channels, which __init__ never set, but Python reads an "
+            "attribute only when the line runs: `self.stride != 1 or ...` stops at the `or` "
+            "in the two stride-2 blocks, so only the stride-1 block reaches it.")
+
+
+# --- the exercise: fix a copied block -----------------------------------------------------
+
+FIX_CASES = ((16, 16, 1), (16, 32, 2))
+
+
+def _compare_with_good_block(block: Callable[[int, int, int], nn.Module], cin: int, cout: int,
+                             stride: int) -> None:
+    """Copy a GoodBlock's weights into `block(cin, cout, stride)`; the same output and the same
+    input gradient, in train mode, or NotYet saying what differs."""
+    case = f"block({cin}, {cout}, {stride})"
+    torch.manual_seed(0)
+    good, mine = GoodBlock(cin, cout, stride), block(cin, cout, stride)
+    theirs, ours = good.state_dict(), mine.state_dict()
+    extra = [k for k in ours if k not in theirs]
+    missing = [k for k in theirs if k not in ours]
+    biases = [k for k in extra if k.endswith(".bias") and not k.startswith("bn")
+              and ours[k].ndim == 1 and "shortcut" not in k]
+    if biases:
+        raise NotYet(f"{case} has {', '.join(biases)}: a conv bias right before BatchNorm is "
+                     "cancelled by it (suspect 4); create those convs with bias=False.")
+    shortcut = getattr(mine, "shortcut", None)
+    acts = [f"shortcut.{n}" for n, m in shortcut.named_modules()
+            if isinstance(m, ACTIVATIONS)] if isinstance(shortcut, nn.Module) else []
+    if acts:
+        raise NotYet(f"{case}'s shortcut contains an activation ({', '.join(acts)}): the "
+                     "shortcut stays linear (suspect 2); the only ReLU is after the addition.")
+    if any("shortcut" in k for k in extra) and stride == 1 and cin == cout:
+        raise NotYet(f"{case} projects x although x already has the output shape (suspect 3): "
+                     "use the identity there, and the projection only where stride != 1 or "
+                     "in_channels != out_channels.")
+    lacking = sorted({k.rsplit(".", 1)[0] for k in missing if k.startswith("shortcut")})
+    if lacking:
+        raise NotYet(f"{case} has no {' or '.join(lacking)} in its shortcut: where "
+                     "the shape changes, the shortcut is a 1x1 conv with the block's stride, "
+                     "then BatchNorm, as `self.shortcut = nn.Sequential(conv, bn)`.")
+    if extra or missing:
+        raise NotYet(f"{case}'s weights are not named like the block you fix "
+                     f"(extra: {', '.join(extra) or 'none'}; missing: "
+                     f"{', '.join(missing) or 'none'}): keep conv1, bn1, conv2, bn2 and "
+                     "shortcut, so that the check can copy a correct block's weights into it.")
+    mine.load_state_dict(theirs)
+    good.train(), mine.train()
+    x = torch.randn(4, cin, 8, 8)
+    x_good, x_mine = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_good = good(x_good)
+    try:
+        y_mine = mine(x_mine)
+    except RuntimeError as e:  # e.g. F(x) + x with two shapes: diagnose names both
+        _no_findings(block, f"{case} fails on a {tuple(x.shape)} input ({e})")
+        raise
+    if tuple(y_mine.shape) != tuple(y_good.shape):
+        raise NotYet(f"{case} maps {tuple(x.shape)} to {tuple(y_mine.shape)}, a correct block "
+                     f"to {tuple(y_good.shape)}.")
+    if not torch.allclose(y_mine, y_good, atol=1e-5):
+        raise NotYet(f"with a correct block's weights, {case}'s output differs from it (max "
+                     f"difference {float((y_mine - y_good).detach().abs().max()):.2g}): "
+                     "y = ReLU(bn2(conv2(ReLU(bn1(conv1(x))))) + shortcut(x)).")
+    y_good.square().sum().backward()
+    y_mine.square().sum().backward()
+    if not torch.allclose(x_mine.grad, x_good.grad, atol=1e-4, rtol=1e-4):
+        raise NotYet(f"{case} computes the right output, but the gradient that reaches x is "
+                     "smaller than a correct block's: the shortcut's path is cut out of the "
+                     "autograd graph (suspect 10). Add x itself, not x.clone().detach().")
+
+
+def _no_findings(block: Callable[[int, int, int], nn.Module], context: str):
+    """diagnose a TinyResNet of `block`; NotYet with its first finding, if any."""
     report = diagnose(TinyResNet(block, depth=2), (3, 32, 32))
     if report.findings:
         first = report.findings[0]
-        raise NotYet(f"diagnose finds {len(report.findings)} problem(s); the first: "
+        lead = f"{context}; " if context else ""
+        raise NotYet(f"{lead}diagnose finds {len(report.findings)} problem(s), the first: "
                      f"[{first.check}] at {first.where}: {first.what} Fix: {first.fix}")
-    if not report.blocks:
-        raise NotYet("diagnose found no residual block: forward must add the block's input "
-                     "(or its projection) to the main path's output, y = F(x) + x.")
-    ours = count_parameters(TinyResNet(GoodBlock, depth=2))
-    theirs = count_parameters(TinyResNet(block, depth=2))
-    if theirs != ours:
-        raise NotYet(f"the net has {theirs:,} parameters with your block and {ours:,} with a "
-                     "BasicBlock (option B): look for an extra or a missing layer.")
-    return f"diagnose finds nothing, and the net has the BasicBlock's {ours:,} parameters."
+    return report
+
+
+@exercise
+def check_fixed_block(block: Callable[[int, int, int], nn.Module]) -> str:
+    """Exercise 1: a fix of `bugs.CopiedBlock`, checked against `GoodBlock` with copied
+    weights (output and input gradient) and with `diagnose` on a TinyResNet of it."""
+    with one_thread():
+        return _check_fixed_block(block)
+
+
+def _check_fixed_block(block: Callable[[int, int, int], nn.Module]) -> str:
+    for cin, cout, stride in FIX_CASES:
+        _compare_with_good_block(block, cin, cout, stride)
+    report = _no_findings(block, "")
+    return ("with a BasicBlock's weights your block gives its output and its gradient, and "
+            f"diagnose finds nothing in a net of {len(report.blocks)} of them.")

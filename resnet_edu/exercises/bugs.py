@@ -2,9 +2,11 @@
 
 Every mistake here is one that real ResNet code makes; none of them is copied from
 anywhere. Most of them do not crash: the net trains, just worse. Each class says what is
-wrong in its docstring (the notebook hides that until the student has looked), and
-`resnet_edu.diagnostics.diagnose` finds every one that can be seen from a forward and a
-backward pass. The blocks take `(in_channels, out_channels, stride)`, like
+wrong in its docstring, under the number of the notebook's suspect; the notebook prints only
+`__init__` and `forward`, and calls each one by its neutral name in `SUSPECTS`, so the
+student looks before being told. `diagnose` (`resnet_edu.diagnostics`) finds every one that
+can be seen from a forward and a backward pass. The blocks take `(in_channels, out_channels,
+stride)`, like
 `resnet_edu.blocks.BasicBlock(inplanes, planes, stride)`, so `TinyResNet` can stack either.
 """
 
@@ -91,7 +93,7 @@ class _TwoConvBlock(nn.Module):
 
 
 class ForgetfulBlock(_TwoConvBlock):
-    """Mistake 1: forward reads `self.in_channels`, which __init__ never stored.
+    """Suspect 1: forward reads `self.in_channels`, which __init__ never stored.
 
     The `or` short-circuits where stride != 1, so stride-2 blocks work and only the
     stride-1 blocks crash, with an AttributeError.
@@ -112,7 +114,7 @@ class ForgetfulBlock(_TwoConvBlock):
 
 
 class StrideOneShortcutBlock(_TwoConvBlock):
-    """Mistake 2: the shortcut's conv has stride 1 and a ReLU, and no BatchNorm.
+    """Suspect 2: the shortcut's conv has stride 1 and a ReLU, and no BatchNorm.
 
     Where the main path has stride 2, the shortcut keeps H and W, so F(x) + x fails.
     """
@@ -126,7 +128,7 @@ class StrideOneShortcutBlock(_TwoConvBlock):
 
 
 class ReluShortcutBlock(_TwoConvBlock):
-    """Mistake 2 without the crash: the right stride, but a ReLU inside the projection."""
+    """Suspect 2 without the crash: the right stride, but a ReLU inside the projection."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__(in_channels, out_channels, stride)
@@ -137,7 +139,7 @@ class ReluShortcutBlock(_TwoConvBlock):
 
 
 class AlwaysProjectBlock(_TwoConvBlock):
-    """Mistake 3: a projection is built for every block, even where shapes already match."""
+    """Suspect 3: a projection is built for every block, even where shapes already match."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__(in_channels, out_channels, stride)
@@ -145,7 +147,7 @@ class AlwaysProjectBlock(_TwoConvBlock):
 
 
 class BiasBeforeNormBlock(_TwoConvBlock):
-    """Mistake 4: the convs keep PyTorch's default bias=True, right before BatchNorm."""
+    """Suspect 4: the convs keep PyTorch's default bias=True, right before BatchNorm."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__(in_channels, out_channels, stride, bias=True)
@@ -165,7 +167,7 @@ class GoodBlock(_TwoConvBlock):
 
 
 class DetachedShortcutBlock(GoodBlock):
-    """A gradient-flow mistake: the shortcut takes a detached copy of x.
+    """Suspect 10: the shortcut takes a detached copy of x.
 
     `x.clone().detach()` looks like a safe copy, but it also cuts the shortcut out of the
     autograd graph: the gradient can only come back through F, as in a plain net, and over a
@@ -178,14 +180,14 @@ class DetachedShortcutBlock(GoodBlock):
 
 
 class SoftmaxResNet(TinyResNet):
-    """Mistake 5: forward returns probabilities, and the loss is CrossEntropyLoss."""
+    """Suspect 5: forward returns probabilities, and the loss is CrossEntropyLoss."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.logits(x), dim=1)  # (B, num_classes), rows sum to 1
 
 
 class MisnamedSuperBlock(GoodBlock):
-    """Mistake 6a: `super(...)` names a class this one does not derive from.
+    """Suspect 6a: `super(...)` names a class this one does not derive from.
 
     The class is defined without trouble; creating one raises a TypeError.
     """
@@ -195,7 +197,7 @@ class MisnamedSuperBlock(GoodBlock):
 
 
 class LateSuperResNet(nn.Module):
-    """Mistake 6b: layers are assigned before `super().__init__()` has run.
+    """Suspect 6b: layers are assigned before `super().__init__()` has run.
 
     nn.Module's bookkeeping (the dict of submodules) does not exist yet, so the first
     `self.conv1 = ...` raises an AttributeError.
@@ -210,13 +212,16 @@ class LateSuperResNet(nn.Module):
         return self.fc(self.conv1(x).mean(dim=(2, 3)))
 
 
-def evaluate_forgetting_eval(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Mistake 8: predicted classes, without `model.eval()` and without `torch.no_grad()`.
-
-    BatchNorm keeps normalizing with the current batch's statistics (and updating its running
-    averages), so an image's prediction depends on the rest of its batch.
-    """
+# Suspect 8: predicted classes without `model.eval()` and without `torch.no_grad()`. BatchNorm
+# keeps normalizing with the current batch's statistics (and updating its running averages),
+# so an image's prediction depends on the rest of its batch. (The docstring stays neutral:
+# notebook 05 prints the source before it says what is wrong.)
+def predict_classes(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The predicted class of each image: (B, 3, H, W) -> (B,)."""
     return model(images).argmax(dim=1)  # (B,)
+
+
+evaluate_forgetting_eval = predict_classes  # the name that says what is wrong with it
 
 
 def evaluate_correctly(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -239,4 +244,44 @@ PLANTED = {
     "BiasBeforeNormBlock": "bias-before-norm",
     "DetachedShortcutBlock": "gradient-flow",
     "SoftmaxResNet": "softmax-output",
+}
+
+
+class CopiedBlock(nn.Module):
+    """The exercise of notebook 05: four of the suspects' mistakes in one block, with the
+    attribute names of `GoodBlock`, which the student's fix must match (with copied weights).
+
+    Biases before BatchNorm (suspect 4), a projection on every block (3) with a ReLU in it
+    (2), and a detached shortcut (10).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x.clone().detach()))
+
+
+# Notebook 05's suspects by number, so that no cell names the mistake before the student has
+# looked for it (6 is a pair of classes).
+SUSPECTS = {
+    1: ForgetfulBlock,
+    2: StrideOneShortcutBlock,
+    3: AlwaysProjectBlock,
+    4: BiasBeforeNormBlock,
+    5: SoftmaxResNet,
+    6: (MisnamedSuperBlock, LateSuperResNet),
+    8: predict_classes,
+    10: DetachedShortcutBlock,
 }

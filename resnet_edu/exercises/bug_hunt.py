@@ -259,8 +259,8 @@ def _compare_with_good_block(block: Callable[[int, int, int], nn.Module], cin: i
     y_mine.square().sum().backward()
     if not torch.allclose(x_mine.grad, x_good.grad, atol=1e-4, rtol=1e-4):
         raise NotYet(f"{case} computes the right output, but the gradient that reaches x is "
-                     "smaller than a correct block's: the shortcut's path is cut out of the "
-                     "autograd graph (suspect 10). Add x itself, not x.clone().detach().")
+                     "not a correct block's: is the shortcut's path cut out of the autograd "
+                     "graph (suspect 10)? Add x itself, not x.clone().detach().")
 
 
 def _no_findings(block: Callable[[int, int, int], nn.Module], context: str):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -214,6 +215,49 @@ def drift_decades(table: GradientNorms, kind: str = ACTIVATION) -> float:
     if math.isnan(r):
         raise ValueError(f"every {kind} norm is 0: the drift is undefined")
     return -math.inf if r == 0 else math.inf if math.isinf(r) else math.log10(r)
+
+
+# float32's smallest normal number, about 1.2e-38. A norm below it has lost its value to
+# underflow, and how much of it survives as a subnormal number depends on the CPU.
+FLOAT32_TINY = torch.finfo(torch.float32).tiny
+
+
+def underflowed(norm: float) -> bool:
+    """True for a norm below float32's smallest normal number (`FLOAT32_TINY`)."""
+    return norm < FLOAT32_TINY
+
+
+def drift_or_underflow(table: GradientNorms, kind: str = ACTIVATION) -> float:
+    """`drift_decades`, or -inf when the first block's norm has underflowed in float32."""
+    norms = table.norms(kind)
+    if norms and underflowed(norms[0]) and not underflowed(norms[-1]):
+        return -math.inf
+    return drift_decades(table, kind)
+
+
+def decades(value: float) -> str:
+    """A number of decades to one decimal ('+3.4'), or 'underflow' for -inf."""
+    return "underflow" if value == -math.inf else f"{value:+.1f}"
+
+
+def summary_line(name: str, table: GradientNorms) -> str:
+    """One net in one line: log10 of the first/last weight-gradient ratio, the median weight
+    gradient's order of magnitude, and the drift, in decades.
+
+    Few digits on purpose: float32 rounding differs between CPUs (their kernels sum in
+    different orders), and at initialization a deep net can amplify it into the second
+    digit; norms below float32's smallest normal number read 'underflow'.
+    """
+    w = table.norms(WEIGHT)
+    ratio = ("underflow" if underflowed(w[0]) or underflowed(w[-1])
+             else decades(math.log10(w[0] / w[-1])))
+    median = statistics.median(w)
+    scale = "underflow" if underflowed(median) else f"1e{round(math.log10(median)):+03d}"
+    return f"{name:<11} {ratio:>15} {scale:>15} {decades(drift_or_underflow(table)):>10}"
+
+
+SUMMARY_HEADER = (f"{'net':<11} {'first/last dW':>15} {'median |dE/dW|':>15} {'drift':>10}\n"
+                  f"{'':<11} {'(decades)':>15} {'(order)':>15} {'(decades)':>10}")
 
 
 def compare_nets(builders: Mapping[str, Callable[[], nn.Module]], images: torch.Tensor,

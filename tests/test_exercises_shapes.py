@@ -66,22 +66,28 @@ def _option_b(cin, cout, stride):
     return make_downsample(cin, cout, stride, "B")
 
 
-def test_shortcut_check_accepts_every_working_option():
+def test_shortcut_check_accepts_option_b_only():
     assert check_shortcut(_option_b)
-    for option in "AD":
-        assert check_shortcut(lambda i, o, s, option=option: make_downsample(i, o, s, option))
-    with_c = check_shortcut(lambda i, o, s: make_downsample(i, o, s, "C"))
-    assert with_c and "option C" in with_c.message
+    assert check_shortcut(lambda i, o, s: make_downsample(i, o, s, "B") or nn.Identity())
+    rejected = {"A": "option A", "C": "option C", "D": "ResNet-D"}
+    for option, hint in rejected.items():
+        feedback = check_shortcut(lambda i, o, s, option=option: make_downsample(i, o, s, option))
+        assert not feedback and hint in feedback.message, (option, feedback.message)
+
+
+def _projection(*layers):
+    """A shortcut that is `layers(i, o, s)` where the shapes differ, the identity elsewhere."""
+    return lambda i, o, s: (None if (i, s) == (o, 1)
+                            else nn.Sequential(*(make(i, o, s) for make in layers)))
 
 
 def test_shortcut_check_explains_what_is_wrong():
-    def no_stride(i, o, s):
-        return nn.Conv2d(i, o, 1, bias=False)
-
     def constant(i, o, s):
-        conv = nn.Conv2d(i, o, 1, stride=s)
+        if (i, s) == (o, 1):
+            return None
+        conv = nn.Conv2d(i, o, 1, stride=s, bias=False)
         nn.init.zeros_(conv.weight)  # right shape, but x never gets through
-        return conv
+        return nn.Sequential(conv, nn.BatchNorm2d(o))
 
     def not_a_module(i, o, s):
         return lambda x: x
@@ -89,9 +95,23 @@ def test_shortcut_check_explains_what_is_wrong():
     def unattempted(i, o, s):
         raise NotImplementedError
 
+    conv = lambda i, o, s: nn.Conv2d(i, o, 1, stride=s, bias=False)  # noqa: E731
+    bn = lambda i, o, s: nn.BatchNorm2d(o)  # noqa: E731
     cases = {
-        no_stride: "give the 1x1 conv the block's stride",
-        (lambda i, o, s: None): "a 1x1 conv changes them",
+        _projection(lambda i, o, s: nn.Conv2d(i, o, 1, bias=False), bn):
+            "give the 1x1 conv the block's stride",
+        _projection(lambda i, o, s: nn.Conv2d(i, i, 1, stride=s, bias=False),
+                    lambda i, o, s: nn.BatchNorm2d(i)): "out_channels=",
+        (lambda i, o, s: None): "needs a projection",
+        (lambda i, o, s: nn.Identity()): "needs a projection",
+        _projection(conv): "no BatchNorm",
+        _projection(conv, bn, lambda i, o, s: nn.ReLU()): "must stay linear",
+        _projection(lambda i, o, s: nn.Conv2d(i, o, 1, stride=s), bn): "bias=False",
+        _projection(lambda i, o, s: nn.Conv2d(i, o, 3, stride=s, padding=1, bias=False), bn):
+            "kernel_size=1",
+        _projection(lambda i, o, s: nn.BatchNorm2d(i), conv): "before the conv",
+        (lambda i, o, s: nn.Sequential(nn.Conv2d(i, o, 1, stride=s, bias=False),
+                                       nn.BatchNorm2d(o))): "return None",
         constant: "does not depend on x",
         not_a_module: "return an nn.Module",
         unattempted: "not attempted",
@@ -99,3 +119,34 @@ def test_shortcut_check_explains_what_is_wrong():
     for fn, hint in cases.items():
         feedback = check_shortcut(fn)
         assert not feedback and hint in feedback.message, (hint, feedback.message)
+
+
+def test_one_shortcut_rule_for_notebooks_03_and_05():
+    """nb03's check_shortcut and nb05's check_shortcut_for judge with the same function."""
+    from resnet_edu.exercises.bug_hunt import check_shortcut_for
+
+    no_bn = _projection(lambda i, o, s: nn.Conv2d(i, o, 1, stride=s, bias=False))
+    for check in (check_shortcut, check_shortcut_for):
+        assert check(_option_b)
+        feedback = check(no_bn)
+        assert not feedback and "no BatchNorm" in feedback.message
+
+
+def test_resnet18_sizes_prediction():
+    from resnet_edu.exercises.shapes import check_resnet18_sizes, resnet18_sizes
+
+    assert resnet18_sizes(224) == {"conv1": 112, "maxpool": 56, "layer1": 56, "layer2": 28,
+                                   "layer3": 14, "layer4": 7}
+    assert check_resnet18_sizes((114, 57, 57, 29, 15, 8))
+    wrong = {
+        (113, 56, 56, 28, 14, 7): "after conv1 the map is 114x114",  # 227 // 2 all the way
+        (114, 57, 57, 28, 14, 7): "rounds up, ceil(H/2)",  # floor at the stride-2 stages
+        (114, 56, 56, 28, 14, 7): "after maxpool",
+        (114, 57, 29, 15, 8, 4): "after layer1",  # layer1 does not downsample
+        (114, 57, 57, 29, 15): "give 6 sizes",
+        "abc": "give 6 ints",
+        ...: "first",
+    }
+    for answer, hint in wrong.items():
+        feedback = check_resnet18_sizes(answer)
+        assert not feedback and hint in feedback.message, (answer, feedback.message)

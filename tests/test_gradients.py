@@ -190,3 +190,30 @@ def test_exercise_checks_give_feedback_and_never_raise():
     assert "not attempted" in check_shortcut_forward(lambda block, x: ...).message
     assert not check_smallest_gradient(lambda table: "fc", "output")
     assert "'input' or 'output'" in check_smallest_gradient(lambda t: "fc", "left").message
+
+
+def _table(weights: list[float], blocks: list[float]) -> GradientNorms:
+    rows = [NormRow(f"w{i}", i + 1, WEIGHT, n) for i, n in enumerate(weights)]
+    rows += [NormRow(f"b{i}", i + 1, ACTIVATION, n) for i, n in enumerate(blocks)]
+    return GradientNorms(tuple(rows))
+
+
+def test_summary_line_prints_decades_and_underflow():
+    from resnet_edu.gradients import (
+        FLOAT32_TINY,
+        SUMMARY_HEADER,
+        decades,
+        drift_or_underflow,
+        summary_line,
+        underflowed,
+    )
+
+    healthy = _table([30.0, 2.0, 1.0, 0.03], [2000.0, 1.0])
+    assert summary_line("plain-56", healthy).split() == ["plain-56", "+3.0", "1e+00", "+3.3"]
+    # a subnormal float32 (what survives depends on the CPU) reads as underflow, like 0
+    vanished = _table([1e-44, 0.0, 0.0, 1e-3], [1e-40, 1e-2])
+    assert underflowed(1e-40) and not underflowed(FLOAT32_TINY)
+    assert drift_or_underflow(vanished) == -math.inf and decades(-math.inf) == "underflow"
+    assert summary_line("plain-110", vanished).split() == ["plain-110", "underflow",
+                                                           "underflow", "underflow"]
+    assert decades(-0.36) == "-0.4" and "drift" in SUMMARY_HEADER

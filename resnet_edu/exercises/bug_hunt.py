@@ -11,6 +11,7 @@ from ..diagnostics import ACTIVATIONS, diagnose
 from ..models import cifar_resnet, count_parameters
 from . import NotYet, exercise, judge_choice, one_thread
 from .bugs import SUSPECTS, GoodBlock, TinyResNet, evaluate_correctly
+from .shapes import judge_shortcut
 
 # (in_channels, out_channels, stride) cases, with and without a shape change
 SHORTCUT_CASES = ((16, 16, 1), (16, 32, 2), (32, 32, 2), (32, 64, 1), (64, 64, 1))
@@ -26,38 +27,12 @@ CLAIMS = {
 }
 
 
-def _main_path_shape(cin: int, cout: int, stride: int, size: int = 8) -> tuple[int, ...]:
-    conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
-    return tuple(conv(torch.zeros(2, cin, size, size)).shape)
-
-
 @exercise
 def check_shortcut_for(shortcut_for: Callable[[int, int, int], nn.Module | None]) -> str:
-    """Exercise 1: `shortcut_for(in_channels, out_channels, stride)` builds the right shortcut."""
+    """Exercise 1: `shortcut_for(in_channels, out_channels, stride)` builds the right shortcut,
+    judged by the series' one shortcut rule (`shapes.judge_shortcut`, as in notebook 03)."""
     for cin, cout, stride in SHORTCUT_CASES:
-        module = shortcut_for(cin, cout, stride)
-        needed = stride != 1 or cin != cout
-        case = f"shortcut_for({cin}, {cout}, {stride})"
-        if not needed:
-            if module is not None and any(True for _ in module.parameters()):
-                raise NotYet(f"{case} has parameters, but x already has the output shape: "
-                             "return None (the identity) here.")
-            continue
-        if module is None:
-            raise NotYet(f"{case} returned None, but x ({cin} channels) cannot be added to "
-                         f"F(x) ({cout} channels, stride {stride}): it needs a projection.")
-        acts = [type(m).__name__ for m in module.modules() if isinstance(m, ACTIVATIONS)]
-        if acts:
-            raise NotYet(f"{case} contains {', '.join(acts)}: a shortcut must stay linear.")
-        x = torch.randn(2, cin, 8, 8)
-        module.train()
-        got, want = tuple(module(x).shape), _main_path_shape(cin, cout, stride)
-        if got != want:
-            raise NotYet(f"{case} maps (2, {cin}, 8, 8) to {got}, but the main path gives "
-                         f"{want}: check the 1x1 conv's out_channels and stride.")
-        if not any(isinstance(m, nn.BatchNorm2d) for m in module.modules()):
-            raise NotYet(f"{case} has no BatchNorm after its conv: option B (torchvision) "
-                         "normalizes the projection like every other conv output.")
+        judge_shortcut(shortcut_for(cin, cout, stride), cin, cout, stride)
     return ("identity where the shapes match, 1x1 conv (with the block's stride) + BatchNorm "
             "where they don't: option B of He et al. 2015.")
 

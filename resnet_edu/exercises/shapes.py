@@ -11,6 +11,7 @@ from torch import nn
 
 from ..blocks import BasicBlock
 from ..shapes import conv_output_size
+from ..shortcuts import needs_projection
 from . import NotYet, exercise
 
 # Exercise 2: a BasicBlock(64, 128, stride=2) receives a batch of shape (8, 64, 15, 15)
@@ -18,7 +19,8 @@ BLOCK_INPLANES, BLOCK_PLANES, BLOCK_STRIDE = 64, 128, 2
 BLOCK_INPUT = (8, 64, 15, 15)
 
 # Exercise 3: (in_channels, out_channels, stride, H) the student's shortcut must handle
-SHORTCUT_CASES = ((64, 128, 2, 8), (64, 64, 1, 8), (16, 32, 2, 7), (32, 32, 2, 9))
+SHORTCUT_CASES = ((64, 64, 1, 8), (64, 128, 2, 8), (16, 32, 2, 7), (32, 32, 2, 9),
+                  (64, 256, 1, 8))
 
 
 @functools.cache
@@ -96,46 +98,171 @@ def check_block_output_shape(answer: object) -> str:
             "up to ceil(15/2)), conv2 keeps it, and there are 128 channels.")
 
 
+# the modules a shortcut must not contain: it stays linear (He et al. 2015, Eq. 2)
+_NONLINEAR = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.Sigmoid, nn.Tanh)
+_POOLS = (nn.AvgPool2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
+def judge_shortcut(module: object, in_channels: int, out_channels: int, stride: int) -> str:
+    """The one rule for a shortcut in this series: torchvision's option B (He et al. 2015,
+    Sec. 3.3). Where x already has F(x)'s shape, the identity (`None` or `nn.Identity()`);
+    where it does not, a 1x1 conv without bias, with the block's stride, then BatchNorm.
+
+    Use it inside an `@exercise` check: it returns a one-line verdict or raises NotYet with
+    what exactly is off. Notebook 03 (Exercise 3) and notebook 05 judge shortcuts with it.
+    """
+    case = f"in_channels={in_channels}, out_channels={out_channels}, stride={stride}"
+    if module is not None and not isinstance(module, nn.Module):
+        raise NotYet(f"for {case} you return a {type(module).__name__}: return an nn.Module "
+                     "(nn.Identity(), nn.Sequential(...)) or None, so the block registers "
+                     "its weights")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        x, x2 = torch.randn(2, 2, in_channels, 8, 8)
+        main = nn.Conv2d(in_channels, out_channels, 3, stride, padding=1, bias=False)
+        with torch.no_grad():
+            want = tuple(main(x).shape)
+    params = module is not None and any(True for _ in module.parameters())
+    if not needs_projection(in_channels, out_channels, stride):
+        if params:
+            raise NotYet(f"for {case} your shortcut has parameters, but x already has F(x)'s "
+                         "shape: return None (the identity) here. A projection on every block "
+                         "is option C, which buys little for its parameters (He et al. 2015, "
+                         "Table 3)")
+        if module is not None:
+            with torch.no_grad():
+                same = module.eval()(x)
+            if not (isinstance(same, torch.Tensor) and same.shape == x.shape
+                    and torch.equal(same, x)):
+                raise NotYet(f"for {case} x already has F(x)'s shape, so the shortcut is x "
+                             "itself: return None or nn.Identity()")
+        return "the identity, since x already has F(x)'s shape"
+    if module is None or isinstance(module, nn.Identity):
+        raise NotYet(f"for {case} you return the identity, but x ({in_channels} channels, "
+                     f"8x8) cannot be added to F(x) ({want[1]} channels, {want[2]}x{want[3]}): "
+                     "it needs a projection")
+    nonlinear = [type(m).__name__ for m in module.modules() if isinstance(m, _NONLINEAR)]
+    if nonlinear:
+        raise NotYet(f"for {case} your shortcut contains {', '.join(nonlinear)}: a shortcut "
+                     "must stay linear, W_s x (He et al. 2015, Eq. 2)")
+    module.eval()
+    with torch.no_grad():
+        got, got2 = module(x), module(x2)
+    if tuple(got.shape) != want:
+        what = []
+        if got.shape[1] != want[1]:
+            what.append(f"out_channels={out_channels} for the 1x1 conv")
+        if tuple(got.shape[2:]) != want[2:]:
+            what.append("give the 1x1 conv the block's stride")
+        raise NotYet(f"for {case} your shortcut maps {tuple(x.shape)} to {tuple(got.shape)}, "
+                     f"but the main path F(x) gives {want}: " + "; ".join(what))
+    if torch.allclose(got, got2):
+        raise NotYet(f"for {case} the shortcut's output does not depend on x: it must carry "
+                     "x (a projection of it) past the convs")
+    layers = [m for m in module.modules() if not any(True for _ in m.children())]
+    convs = [m for m in layers if isinstance(m, nn.Conv2d)]
+    pools = [type(m).__name__ for m in layers if isinstance(m, _POOLS)]
+    if pools:
+        raise NotYet(f"for {case} your shortcut pools ({', '.join(pools)}) before projecting: "
+                     "that is ResNet-D (He et al. 2019). The rule here is torchvision's option "
+                     "B: the 1x1 conv itself takes the block's stride")
+    if not convs:
+        raise NotYet(f"for {case} your shortcut has no conv (zero channels are option A): "
+                     "option B projects with a 1x1 conv, which learns how to mix the channels")
+    if len(convs) > 1:
+        raise NotYet(f"for {case} your shortcut has {len(convs)} convs: one 1x1 conv is the "
+                     "whole projection")
+    conv = convs[0]
+    if conv.kernel_size != (1, 1):
+        raise NotYet(f"for {case} your shortcut's conv is {conv.kernel_size[0]}x"
+                     f"{conv.kernel_size[1]}: use kernel_size=1, a projection that only mixes "
+                     "channels (a larger kernel makes the shortcut a second main path)")
+    if conv.bias is not None:
+        raise NotYet(f"for {case} your 1x1 conv has a bias: use bias=False, since the "
+                     "BatchNorm after it subtracts each channel's mean and cancels the bias "
+                     "(torchvision's conv1x1 has none)")
+    norms = [i for i, m in enumerate(layers) if isinstance(m, nn.BatchNorm2d)]
+    if not norms:
+        raise NotYet(f"for {case} your shortcut has no BatchNorm after its conv: option B "
+                     "(torchvision) normalizes the projection like every other conv output, "
+                     "nn.Sequential(nn.Conv2d(...), nn.BatchNorm2d(out_channels))")
+    if norms[0] < layers.index(conv):
+        raise NotYet(f"for {case} the BatchNorm comes before the conv: put it after, so it "
+                     "normalizes the projection's output")
+    return "a 1x1 conv with the block's stride, no bias, then BatchNorm"
+
+
 @exercise
 def check_shortcut(make_shortcut: Callable[[int, int, int], nn.Module | None]) -> str:
-    """Exercise 3: `make_shortcut(in_channels, out_channels, stride)` makes a BasicBlock work.
-
-    The returned module replaces the block's `downsample` (None means the identity), and the
-    block must run on every case in SHORTCUT_CASES, with a shortcut that carries x.
-    """
-    notes = []
+    """Exercise 3: `make_shortcut(in_channels, out_channels, stride)` is the shortcut rule
+    (option B, judged by `judge_shortcut`), and makes a BasicBlock work on every case of
+    SHORTCUT_CASES, odd sizes included."""
     for cin, cout, stride, size in SHORTCUT_CASES:
-        case = f"in_channels={cin}, out_channels={cout}, stride={stride} on {size}x{size}"
         module = make_shortcut(cin, cout, stride)
-        if module is not None and not isinstance(module, nn.Module):
-            raise NotYet(f"for {case} you return a {type(module).__name__}: return an "
-                         "nn.Module (nn.Identity(), nn.Sequential(...)) so the block "
-                         "registers its weights")
-        torch.manual_seed(0)
-        block = BasicBlock(cin, cout, stride)
+        judge_shortcut(module, cin, cout, stride)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            block = BasicBlock(cin, cout, stride)
+            x = torch.randn(2, cin, size, size)
         block.downsample = module
-        x = torch.randn(2, cin, size, size)
         with torch.no_grad():
-            main = tuple(block.residual_branch(x).shape)
-            short = tuple(block.shortcut(x).shape)
-        if short != main:
-            what = []
-            if short[1] != main[1]:
-                what.append(f"channels {short[1]} vs {main[1]} (a 1x1 conv changes them)")
-            if short[2:] != main[2:]:
-                what.append(f"size {short[2]}x{short[3]} vs {main[2]}x{main[3]} "
-                            "(give the 1x1 conv the block's stride)")
-            raise NotYet(f"for {case} the shortcut gives {short[1:]} but F(x) has {main[1:]}: "
-                         + "; ".join(what))
-        with torch.no_grad():
-            a, b = block.shortcut(x), block.shortcut(2 * x + 1)
-        if torch.allclose(a, b):
-            raise NotYet(f"for {case} the shortcut's output does not depend on x: it must "
-                         "carry x (or a projection of it) past the convs")
-        projects = module is not None and any(True for _ in module.parameters())
-        if projects and cin == cout and stride == 1:
-            notes.append("you project even where the shapes already match: that is "
-                         "option C, which works but costs parameters; option B uses the "
-                         "identity there")
-    return "the block runs in every case. " + (notes[0] if notes else
-                                                "Shapes match and x gets through.")
+            y = block.eval()(x)
+        if tuple(y.shape[1:]) != (cout, -(-size // stride), -(-size // stride)):
+            raise NotYet(f"in BasicBlock({cin}, {cout}, stride={stride}) on {size}x{size} the "
+                         f"output has shape {tuple(y.shape)}")
+    return ("the identity where the shapes match, a 1x1 conv (the block's stride, no bias) + "
+            "BatchNorm where they differ: option B, torchvision's downsample. Every block runs, "
+            "odd sizes included.")
+
+
+# the prediction of section 5: ResNet-18's feature-map size H (= W) on a 227x227 image
+STAGES = ("conv1", "maxpool", "layer1", "layer2", "layer3", "layer4")
+PREDICT_INPUT = 227
+# (kernel, stride, padding) of the layer that sets each stage's size: the 7x7 stem conv, the
+# 3x3 max-pool, then each stage's first 3x3 conv (stride 1 in layer1, 2 after)
+_SIZE_RULE = {"conv1": (7, 2, 3), "maxpool": (3, 2, 1), "layer1": (3, 1, 1),
+              "layer2": (3, 2, 1), "layer3": (3, 2, 1), "layer4": (3, 2, 1)}
+
+
+def resnet18_sizes(size: int = PREDICT_INPUT) -> dict[str, int]:
+    """The map size after each stage of ResNet-18 on a size x size image, by trace_shapes."""
+    from ..models import resnet18
+    from ..shape_trace import trace_shapes
+
+    trace = trace_shapes(resnet18(), (1, 3, size, size))
+    last = {}
+    for row in trace.rows:  # a stage's size is its last block's output size
+        stage = row.name.split(".")[0]
+        if stage in STAGES and row.output_shape is not None:
+            last[stage] = row.output_shape[2]
+    return {s: last[s] for s in STAGES}
+
+
+@exercise
+def check_resnet18_sizes(my_sizes: object) -> str:
+    """The predicted H (= W) after conv1, maxpool, layer1..layer4 of ResNet-18 on a 227x227
+    input, as 6 ints in that order; checked against `trace_shapes`."""
+    if my_sizes is Ellipsis or my_sizes is None:
+        raise NotYet("write down your 6 sizes first (replace the `...`), then run this cell "
+                     "again: the point is to commit before you look")
+    try:
+        got = tuple(int(s) for s in my_sizes)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise NotYet(f"give 6 ints, the size after {', '.join(STAGES)}; got {my_sizes!r}") from None
+    if len(got) != len(STAGES):
+        raise NotYet(f"give {len(STAGES)} sizes, one after each of {', '.join(STAGES)}; got "
+                     f"{len(got)}")
+    want = resnet18_sizes()
+    previous = PREDICT_INPUT
+    for stage, size in zip(STAGES, got, strict=True):
+        if size != want[stage]:
+            k, s, p = _SIZE_RULE[stage]
+            rule = f"floor(({previous} + 2*{p} - {k}) / {s}) + 1 = {want[stage]}"
+            halved = (". On an odd size a stride-2 layer rounds up, ceil(H/2): the floor "
+                      "applies before the + 1. Did you round down at the other stride-2 layers "
+                      "too?") if s == 2 and previous % 2 and size == previous // 2 else ""
+            raise NotYet(f"after {stage} the map is {want[stage]}x{want[stage]}, not {size}: "
+                         f"{rule}{halved}")
+        previous = size
+    return (f"{' -> '.join(str(want[s]) for s in STAGES)}: every stride-2 layer gives "
+            "ceil(H/2) on an odd size, so 227 does not end at 7x7 as 224 does.")

@@ -60,7 +60,8 @@ def solution_blocks(path: Path) -> list[str]:
 
 SOLUTIONS = [(nb.name, i, code) for nb in NOTEBOOKS for i, code in enumerate(solution_blocks(nb))]
 # the one extractor for every notebook: it must find each notebook's solutions
-EXPECTED_SOLUTIONS = {"01_residual_formula.ipynb": 4, "03_shapes_and_shortcuts.ipynb": 3,
+EXPECTED_SOLUTIONS = {"01_residual_formula.ipynb": 4, "02_gradient_flow.ipynb": 5,
+                      "03_shapes_and_shortcuts.ipynb": 4,
                       "06_why_residual_networks_work.ipynb": 2}
 
 

@@ -1,12 +1,16 @@
 """Checks for notebook 02 (gradient flow in plain and residual nets).
 
+    check_grad_norm_loop(layer_grad_norms)          # write the per-layer gradient-norm loop
+    check_drift_prediction(my_drift_per_conv)       # predict the drift from the init variance
     check_smallest_gradient(smallest_layer, side)   # which layer of plain-56 gets the least
     check_shortcut_forward(forward_with_shortcut)   # put the shortcut back in the right place
+    check_experiment_design(my_experiment)          # slower to converge, or a worse optimum?
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
@@ -14,9 +18,10 @@ from torch import nn
 from ..data import load_sample, normalize
 from ..gradients import WEIGHT, GradientNorms, drift_decades, gradient_norms
 from ..models import cifar_resnet
-from . import NotYet, exercise
+from . import NotYet, close, exercise, judge_choice, judge_prediction
 
 SIDES = ("input", "output")
+GradNormLoop = Callable[[nn.Module, torch.Tensor, torch.Tensor], Mapping[str, float]]
 
 
 def _probe_batch(n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
@@ -25,9 +30,143 @@ def _probe_batch(n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     return normalize(train.images[:n]), train.labels[:n]
 
 
+def _seeded(depth: int, residual: bool = False, **kwargs: object) -> nn.Module:
+    """cifar_resnet(depth) built from seed 0, leaving the global random state as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return cifar_resnet(depth, residual=residual, **kwargs)
+
+
+def _as_norms(got: object) -> dict[str, float]:
+    """The student's {layer: norm}, values as floats, "conv1.weight" read as "conv1"."""
+    if got is None or got is Ellipsis:
+        raise NotImplementedError
+    if not isinstance(got, Mapping):
+        raise NotYet(f"return a dict {{layer name: norm}}, e.g. {{'conv1': 2.46, ...}}; got a "
+                     f"{type(got).__name__}")
+    out = {}
+    for name, value in got.items():
+        if isinstance(value, torch.Tensor) and value.numel() != 1:
+            raise NotYet(f"the value for {name!r} is a tensor of shape {tuple(value.shape)}: "
+                         "store one number per layer, the norm of the gradient "
+                         "(`.grad.norm().item()`)")
+        try:
+            out[str(name).removesuffix(".weight")] = float(value)
+        except (TypeError, ValueError):
+            raise NotYet(f"the value for {name!r} should be a number, got {value!r}") from None
+    return out
+
+
+@exercise
+def check_grad_norm_loop(layer_grad_norms: GradNormLoop) -> str:
+    """`layer_grad_norms(model, images, labels)` returns {layer name: ||dE/dW||_F} for every
+    conv and linear layer after one forward pass and `.backward()`.
+
+    The oracle is `gradient_norms` on the same plain-20 (seed 0) and the same batch. The
+    function is called twice on one model, as a notebook would: the second call must not
+    add the first call's gradients to its own.
+    """
+    x, y = _probe_batch()
+    model = _seeded(20)
+    oracle = gradient_norms(model, x, y)  # leaves the model as it was, no .grad written
+    want = {r.layer: r.norm for r in oracle.of_kind(WEIGHT)}
+    got = _as_norms(layer_grad_norms(model, x, y))
+    convs = [n for n in want if n != "fc"]
+    missing, extra = [n for n in want if n not in got], [n for n in got if n not in want]
+    if extra:
+        kind = _module_type(model, extra[0])
+        what = f" is a {kind}," if kind else " is"
+        raise NotYet(f"{extra[0]!r}{what} not a conv or linear layer's weight: keep only the "
+                     "modules with isinstance(module, (nn.Conv2d, nn.Linear)), and only their "
+                     "weights")
+    if missing == ["fc"]:
+        raise NotYet("every conv is there; add the classifier `fc` (an nn.Linear) too")
+    if missing:
+        raise NotYet(f"{len(missing)} of the {len(want)} conv/linear layers are missing, e.g. "
+                     f"{missing[0]!r}: loop over model.named_modules()")
+    if all(getattr(m, "weight", None) is None or m.weight.grad is None
+           for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))):
+        raise NotYet("no .grad was written: call loss.backward() and read module.weight.grad "
+                     "(the point is to write the loop, not to call gradient_norms)")
+    _compare(got, want, model, convs)
+    again = _as_norms(layer_grad_norms(model, x, y))
+    if all(close(again[n], 2 * want[n], rel=1e-3) for n in convs):
+        raise NotYet("the first call is right, but a second call on the same model returns "
+                     "twice the norms: .backward() ADDS to .grad. Call model.zero_grad() "
+                     "before the forward pass")
+    _compare(again, want, model, convs)
+    return (f"your loop matches gradient_norms on all {len(want)} layers of plain-20 (conv1: "
+            f"{got['conv1']:.3g}, fc: {got['fc']:.3g}). From here on the notebook uses "
+            "gradient_norms, which also catches the block outputs and leaves no .grad behind.")
+
+
+def _module_type(model: nn.Module, name: str) -> str | None:
+    try:
+        return type(model.get_submodule(name)).__name__
+    except AttributeError:
+        return None
+
+
+def _compare(got: dict[str, float], want: dict[str, float], model: nn.Module,
+             convs: list[str]) -> None:
+    """NotYet naming the first layer that differs, with the likely reason."""
+    if all(close(got[n], want[n], rel=1e-3, abs_=1e-12) for n in want):
+        return
+    weights = {n: float(model.get_submodule(n).weight.detach().norm()) for n in want}
+    if all(close(got[n], weights[n], rel=1e-3) for n in want):
+        raise NotYet("these are the norms of the weights themselves; take the norm of their "
+                     "gradients, module.weight.grad")
+    if all(close(got[n], want[n] ** 2, rel=1e-3) for n in want):
+        raise NotYet("you return the sum of squares: the Frobenius norm is its square root "
+                     "(`.norm()`)")
+    ratios = [got[n] / want[n] for n in convs if want[n] > 0]
+    if ratios and all(close(r, ratios[0], rel=1e-3) for r in ratios) and ratios[0] > 1.5:
+        raise NotYet(f"every norm is {ratios[0]:.3g} times too large: use the mean loss over "
+                     "the batch, nn.functional.cross_entropy(model(images), labels)")
+    if not model.training:
+        raise NotYet("your function left the model in eval mode, where BatchNorm uses its "
+                     "running statistics instead of the batch's: measure in train mode, as "
+                     "during training")
+    first = next(n for n in want if not close(got[n], want[n], rel=1e-3, abs_=1e-12))
+    raise NotYet(f"{first}: you have {got[first]:.4g}, gradient_norms measures "
+                 f"{want[first]:.4g}. One forward pass in train mode, the cross-entropy loss, "
+                 "one .backward(), then module.weight.grad.norm()")
+
+
+# PyTorch's default conv init, kaiming_uniform_(a=sqrt(5)): n Var(W) = gain^2 = 1/3
+DEFAULT_INIT_N_VAR = nn.init.calculate_gain("leaky_relu", math.sqrt(5)) ** 2
+
+
+def measured_drift_per_conv(depth: int = 56) -> float:
+    """Block-output gradient drift of plain-`depth` without BatchNorm (default init), in
+    decades per conv between the last block's output and the first's."""
+    x, y = _probe_batch()
+    table = gradient_norms(_seeded(depth, init="default", norm_layer=nn.Identity), x, y,
+                           activations=True)
+    convs = 2 * (len(table.of_kind("activation")) - 1)
+    return drift_decades(table) / convs
+
+
+@exercise
+def check_drift_prediction(my_drift_per_conv: object) -> str:
+    """The predicted change of the gradient's scale per conv + ReLU, in decades, for a plain
+    net without BatchNorm under PyTorch's default init; measured on plain-56."""
+    actual = measured_drift_per_conv(56)
+    theory = 0.5 * math.log10(DEFAULT_INIT_N_VAR / 2)
+    if (isinstance(my_drift_per_conv, (int, float)) and not isinstance(my_drift_per_conv, bool)
+            and close(my_drift_per_conv, -theory, rel=0.25)):
+        raise NotYet(f"right size, wrong sign: {my_drift_per_conv:+.2f} decades per conv "
+                     "would make the gradient GROW toward the input. A factor n Var(W)/2 "
+                     "below 1 shrinks it: the logarithm of a number below 1 is negative")
+    return judge_prediction(
+        my_drift_per_conv, actual, what="the drift per conv + ReLU (decades)", rel=0.25,
+        why=(f"n Var(W)/2 = {DEFAULT_INIT_N_VAR / 2:.3f} per conv in the second moment, so "
+             f"log10(sqrt({DEFAULT_INIT_N_VAR / 2:.3f})) = {theory:+.2f} decades in scale; "
+             f"over plain-56's 52 convs that is {52 * actual:+.0f} decades."))
+
+
 def _plain56_table() -> GradientNorms:
-    torch.manual_seed(0)
-    return gradient_norms(cifar_resnet(56, residual=False), *_probe_batch())
+    return gradient_norms(_seeded(56), *_probe_batch())
 
 
 @exercise
@@ -122,3 +261,25 @@ def check_shortcut_forward(forward_with_shortcut: Callable[[nn.Module, torch.Ten
     return (f"every block now adds its input back: the block-output gradient drifts by "
             f"{drift:+.1f} decades from the last block to the first, against "
             f"{plain_drift:+.1f} without the shortcut.")
+
+
+# "slower to converge, or a worse optimum?": which experiment tells them apart
+EXPERIMENTS = {
+    "a": "compare plain-56's and plain-20's test errors in the stored run",
+    "b": "train both nets again with budgets of 8, 16, 32 and 64 epochs (each with its own "
+         "full schedule) and compare their final training errors",
+    "c": "measure both nets' gradient norms at initialization on a larger batch",
+}
+
+
+@exercise
+def check_experiment_design(my_experiment: object) -> str:
+    """Which experiment separates 'plain-56 converges more slowly' from 'plain-56 ends at a
+    worse optimum' (a choice among EXPERIMENTS)."""
+    return judge_choice(
+        my_experiment, "b", tuple(EXPERIMENTS), what="the experiment",
+        why=("Only the training error at growing budgets answers it: a gap that shrinks toward "
+             "0 as the budget grows means slower convergence; a gap that levels off above 0 "
+             "means this optimizer settles at a worse point. Test error (a) mixes in "
+             "generalization, and gradients at initialization (c) say nothing about where "
+             "training ends (section 4: they level off within the first epoch)."))

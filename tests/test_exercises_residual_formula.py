@@ -182,3 +182,36 @@ def test_the_new_checks_leave_the_global_random_state_alone():
     check_block_gradient(_block_gradient)
     check_gain_prediction("residual")
     torch.testing.assert_close(torch.rand(3), expected)
+
+
+def test_make_identity_explains_a_replaced_layer_and_a_float32_weight():
+    def replaced(block):
+        block.conv2 = nn.Identity()
+
+    def float32(block):
+        block.conv2.weight = nn.Parameter(torch.zeros(block.conv2.weight.shape))
+
+    def new_zero_conv(block):
+        block.conv2 = nn.Conv2d(8, 8, 3, padding=1, bias=False).double()
+        nn.init.zeros_(block.conv2.weight)
+
+    feedback = check_make_identity(replaced)
+    assert not feedback.passed and "replaced block.conv2 by a new module (Identity)" in \
+        feedback.message
+    feedback = check_make_identity(float32)
+    assert not feedback.passed and "torch.float32" in feedback.message
+    assert "float64" in feedback.message and "zeros_like" in feedback.message
+    assert check_make_identity(new_zero_conv).passed  # a working replacement is accepted
+
+
+def test_expected_gain_names_the_missing_square_root():
+    def squared(scale, depth, residual):
+        return (1 + scale**2) ** depth if residual else scale ** (2 * depth)
+
+    def residual_squared(scale, depth, residual):
+        return (1 + scale**2) ** depth if residual else scale**depth
+
+    for answer, kind in ((squared, "plain"), (residual_squared, "residual")):
+        feedback = check_expected_gain(answer)
+        assert not feedback.passed and f"the {kind} stack" in feedback.message
+        assert "square root" in feedback.message

@@ -132,3 +132,17 @@ def test_the_checks_leave_the_global_random_state_alone():
     check_basic_block_forward(right_forward)
     check_plain_forward(right_plain_forward)
     torch.testing.assert_close(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("answer, called", [
+    (lambda b, x: b.relu(b.residual_branch(x)), "residual_branch"),
+    (lambda b, x: b.relu(b.residual_branch(x) + b.shortcut(x)), "residual_branch"),
+    (lambda b, x: b.relu(_branch(b, x) + b.shortcut(x)), "shortcut"),
+    (lambda b, x: b(x), "forward"),
+    (lambda b, x: type(b).forward(b, x), "residual_branch"),
+])
+def test_calling_the_library_block_is_refused(answer, called):
+    for check in (check_plain_forward, check_basic_block_forward):
+        feedback = check(answer)
+        assert not feedback.passed, (check.__name__, feedback)
+        assert f"calls block.{called}(x)" in feedback.message and "yourself" in feedback.message

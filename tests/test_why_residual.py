@@ -3,6 +3,7 @@ the exercise checks (right answers pass, the usual wrong ones get their hint).""
 
 import json
 import shutil
+import time
 
 import pytest
 import torch
@@ -240,3 +241,44 @@ def test_predictions_are_judged_against_the_measurement_they_are_given():
     assert "too high" in check_lesion_prediction(45, measured=chance).message
     assert "too low" in check_lesion_prediction(45, measured=[0.8, 0.9]).message
     assert "first" in check_lesion_prediction(...).message
+
+
+def test_check_lag1_names_the_pearson_correlation_of_the_halves():
+    def pearson(g):
+        return float(torch.corrcoef(torch.stack([g[:-1], g[1:]]))[0, 1])
+
+    feedback = check_lag1(pearson)
+    assert not feedback.passed and "Pearson correlation of the two shifted halves" in \
+        feedback.message
+
+
+def test_check_routed_forward_explains_no_grad_on_the_identity_and_refuses_the_library():
+    def no_grad_instead_of_detach(block, x, route):
+        if route == "branch":
+            f = block.residual_branch(x)
+            with torch.no_grad():
+                s = block.shortcut(x)
+        else:
+            s = block.shortcut(x)
+            with torch.no_grad():
+                f = block.residual_branch(x)
+        return block.relu(f + s)
+
+    feedback = check_routed_forward(no_grad_instead_of_detach)
+    assert not feedback.passed and "returns x itself" in feedback.message
+    assert "torch.no_grad()" in feedback.message and "detach()" in feedback.message
+    feedback = check_routed_forward(routed_forward)
+    assert not feedback.passed and "library's own routed_forward" in feedback.message
+
+
+def test_check_lesion_prediction_names_a_fraction_given_for_a_percentage():
+    feedback = check_lesion_prediction(0.1, measured=[0.1, 0.11, 0.09])
+    assert not feedback.passed and "in percent" in feedback.message and "10 %" in \
+        feedback.message
+    assert check_lesion_prediction(10, measured=[0.1, 0.11, 0.09]).passed
+
+
+def test_check_shattering_prediction_measures_cheaply_without_a_value():
+    start = time.perf_counter()
+    assert check_shattering_prediction("near 0").passed
+    assert time.perf_counter() - start < 10

@@ -39,19 +39,39 @@ def check_make_identity(make_identity: Callable[[PreActBlock], object]) -> str:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(2)
         x = torch.randn(4, 8, 6, 6, dtype=torch.float64) * 3  # both signs, several scales
+    modules = dict(block.named_modules())
     make_identity(block)
-    changed = sorted(n for n, p in block.named_parameters()
-                     if p.shape != before[n].shape or not torch.equal(p.detach(), before[n]))
-    if not changed:
+    params = dict(block.named_parameters())
+    tensors = params | {n: b for n, b in block.named_buffers() if b.is_floating_point()}
+    floats = sorted(n for n, t in tensors.items() if t.dtype != torch.float64)
+    if floats:
+        raise NotYet(f"{floats[0]} is now {tensors[floats[0]].dtype}, but the block runs in "
+                     "float64 (double precision, so that block(x) == x can be checked to "
+                     "1e-12): change the existing weight in place (torch.nn.init.zeros_ or "
+                     ".zero_() under torch.no_grad()), or make the new tensor with "
+                     "torch.zeros_like(weight), which keeps its dtype")
+    replaced = sorted(n for n, m in modules.items()
+                      if n and dict(block.named_modules()).get(n) is not m)
+    changed = sorted(n for n, p in params.items()
+                     if n not in before or p.shape != before[n].shape
+                     or not torch.equal(p.detach(), before[n]))
+    with torch.no_grad():
+        y, f = block(x), block.residual_branch(x)
+    if replaced and not torch.allclose(y, x, rtol=0, atol=1e-12):
+        new = type(dict(block.named_modules()).get(replaced[0])).__name__
+        raise NotYet(f"you replaced block.{replaced[0]} by a new module ({new}): that changes "
+                     "what F computes, but F(x) is still not zero (max |F(x)| = "
+                     f"{f.abs().max().item():.2g}). Keep the block's layers and change one "
+                     "layer's parameters in place instead, e.g. torch.nn.init.zeros_ on its "
+                     "weight")
+    if not changed and not replaced:
         raise NotYet("the block is unchanged, so block(x) = x + F(x) with F(x) != 0. Which "
                      "single layer of F (see `block.residual_branch`), set to zero, makes "
                      "F(x) = 0 for every x?")
-    layers = {n.rsplit(".", 1)[0] for n in changed}
+    layers = {n.rsplit(".", 1)[0] for n in changed} | set(replaced)
     if len(layers) > 1:
         raise NotYet(f"you changed {len(layers)} layers ({', '.join(sorted(layers))}); one is "
                      "enough, and the others should keep their values so they can still learn")
-    with torch.no_grad():
-        y, f = block(x), block.residual_branch(x)
     if not torch.allclose(y, x, rtol=0, atol=1e-12):
         raise NotYet(f"you changed {layers.pop()}, but F(x) is still not zero (max |F(x)| = "
                      f"{f.abs().max().item():.2g}). Zeroing a layer's weight does not always "
@@ -172,6 +192,11 @@ def check_expected_gain(gain: Callable[[float, int, bool], float]) -> str:
             if residual and close(got, 1 + depth * scale, rel=1e-6):
                 raise NotYet("the gains of the blocks multiply, they do not add: the residual "
                              "stack's gain is a product over blocks")
+            squared = (1 + scale**2 if residual else scale**2) ** depth
+            if close(got, squared, rel=1e-6):
+                raise NotYet(f"for the {kind} stack you gave {got:.4g}, which is "
+                             "E||J v||^2 / ||v||^2, the expected *squared* gain; the gain is "
+                             "its square root")
             if residual and close(got, (1 + scale) ** depth, rel=1e-6):
                 raise NotYet("(1 + scale)^depth is an upper bound, not the typical gain: "
                              "E||(I + W)v||^2 = ||v||^2 + 2 E[v.Wv] + E||Wv||^2, and "

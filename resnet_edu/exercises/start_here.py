@@ -149,6 +149,23 @@ SLIP_HINTS = BRANCH_HINTS | {
 }
 
 
+def _refuse_library_paths(block: BasicBlock) -> BasicBlock:
+    """Stub the block's own `residual_branch`, `shortcut` and `forward` on the student's copy,
+    so that an answer which calls them (instead of writing F) is refused with a clear hint."""
+
+    def refuse(name: str, instead: str) -> Callable[..., torch.Tensor]:
+        def stub(*args: object, **kwargs: object) -> torch.Tensor:
+            raise NotYet(f"your function calls block.{name}(x), the library's own code: write "
+                         f"{instead} yourself from block.conv1, block.bn1, block.relu, "
+                         "block.conv2, block.bn2 (and block.downsample)")
+        return stub
+
+    block.residual_branch = refuse("residual_branch", "F(x)")
+    block.shortcut = refuse("shortcut", "the shortcut (x, or block.downsample(x))")
+    block.forward = refuse("forward", "the forward pass")  # also block(x), type(block).forward
+    return block
+
+
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and torch.allclose(a, b, rtol=1e-9, atol=1e-9)
 
@@ -180,7 +197,8 @@ def _compare(answer: Forward, residual: bool) -> str:
         library = _library_block(inplanes, planes, stride, residual)
         x, name = _input(inplanes), _name(library)
         for mode in ("eval", "train"):
-            reference, yours = _copy(library), _copy(library)  # copied weights, fresh stats
+            # copied weights, fresh statistics; the student's copy refuses the library's paths
+            reference, yours = _copy(library), _refuse_library_paths(_copy(library))
             reference.train(mode == "train")
             yours.train(mode == "train")
             try:

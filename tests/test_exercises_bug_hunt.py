@@ -10,6 +10,8 @@ from resnet_edu.exercises import bugs
 from resnet_edu.exercises.bug_hunt import (
     CLAIMS,
     check_claims,
+    check_stem_prediction,
+    first_block_side,
     check_crash_prediction,
     accuracy_oracle,
     accuracy_setup,
@@ -262,3 +264,14 @@ def test_suspects_are_the_planted_mistakes():
     assert set(bugs.PLANTED) - {"ReluShortcutBlock"} <= names
     report = diagnose(bugs.TinyResNet(bugs.CopiedBlock, depth=2), (3, 32, 32))
     assert {"bias-before-norm", "unneeded-projection", "shortcut-activation"} <= set(report.checks)
+
+
+def test_stem_prediction_is_measured_and_names_the_max_pool():
+    assert first_block_side(96) == 24 and first_block_side(64) == 16  # 4x down: conv + pool
+    assert check_stem_prediction(24)
+    assert "max-pool" in check_stem_prediction(48).message
+    assert "own size" in check_stem_prediction(96).message
+    assert not check_stem_prediction(8)
+    assert "first" in check_stem_prediction(...).message
+    assert "one number" in check_stem_prediction("24x24").message
+    assert check_stem_prediction(16, side=64)

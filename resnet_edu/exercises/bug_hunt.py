@@ -257,6 +257,46 @@ def check_crash_prediction(guess: object) -> str:
             "in the two stride-2 blocks, so only the stride-1 block reaches it.")
 
 
+# --- suspect 7: the ImageNet stem on a small image ----------------------------------------
+
+def first_block_side(side: int) -> int:
+    """The height (= width) of the maps the first block of torchvision-style `resnet18` sees
+    for a side x side image, measured with a forward hook."""
+    from ..models import resnet18
+
+    model, seen = resnet18(num_classes=10).eval(), []
+    hook = model.layer1.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[-1]))
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, side, side))
+    finally:
+        hook.remove()
+    return int(seen[0])
+
+
+@exercise
+def check_stem_prediction(guess: object, side: int = 96) -> str:
+    """Prediction: the side of the maps `resnet18`'s first block sees for a side x side image."""
+    actual = first_block_side(side)
+    if guess is Ellipsis:
+        raise NotYet("write down your prediction first (replace the `...`), then run this cell "
+                     "again: the point is to commit before you look")
+    if isinstance(guess, bool) or not isinstance(guess, (int, float)):
+        raise NotYet(f"your prediction should be one number, the height (= width) in pixels; "
+                     f"got {guess!r}")
+    why = (f"the 7x7 conv has stride 2 ({side} -> {side // 2}) and the 3x3 max-pool after it "
+           f"has stride 2 too ({side // 2} -> {actual}): the stem divides each side by 4.")
+    if guess == actual:
+        return f"{actual}x{actual}: {why}"
+    if guess == side // 2:
+        raise NotYet(f"{guess:g} counts the strided conv but not the max-pool after it: "
+                     "look at the stem again.")
+    if guess == side:
+        raise NotYet(f"{guess:g} is the image's own size, but the stem is not the CIFAR one: "
+                     "count its strided layers.")
+    raise NotYet(f"you predicted {guess:g}, the first block sees {actual}x{actual} maps: {why}")
+
+
 # --- the exercise: fix a copied block -----------------------------------------------------
 
 FIX_CASES = ((16, 16, 1), (16, 32, 2))

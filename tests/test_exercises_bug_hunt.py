@@ -9,17 +9,17 @@ from resnet_edu.diagnostics import diagnose
 from resnet_edu.exercises import bugs
 from resnet_edu.exercises.bug_hunt import (
     CLAIMS,
-    check_claims,
-    check_stem_prediction,
-    first_block_side,
-    check_crash_prediction,
     accuracy_oracle,
     accuracy_setup,
     check_accuracy,
+    check_claims,
+    check_crash_prediction,
     check_fixed_block,
     check_shortcut_for,
+    check_stem_prediction,
     claim_evidence,
     crashing_blocks,
+    first_block_side,
 )
 
 

@@ -186,3 +186,11 @@ def test_one_cycle_refuses_the_library_schedule():
         return peak * (1 - (step - warm) / max(1, total - warm - 1))
 
     assert check_one_cycle(own)
+
+
+def test_split_parameters_unanswered_is_not_attempted():
+    from resnet_edu.exercises.training import check_split_parameters
+
+    assert "not attempted" in check_split_parameters(lambda model: None).message
+    fb = check_split_parameters(lambda model: [])
+    assert not fb and "pair" in fb.message

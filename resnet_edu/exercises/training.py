@@ -29,6 +29,8 @@ def check_split_parameters(fn: Callable[[nn.Module], tuple[list, list]]) -> str:
     """Exercise 2: `fn(model)` -> (decayed, not_decayed) parameter lists, as `param_groups`."""
     model = _small_model()
     result = fn(model)
+    if result is None:
+        raise NotImplementedError
     if not (isinstance(result, tuple) and len(result) == 2):
         raise NotYet(f"return a pair (decayed, not_decayed), got {type(result).__name__}")
     decay, no_decay = (list(r) for r in result)

@@ -9,14 +9,17 @@ from resnet_edu.diagnostics import diagnose
 from resnet_edu.exercises import bugs
 from resnet_edu.exercises.bug_hunt import (
     CLAIMS,
+    accuracy_oracle,
+    accuracy_setup,
+    check_accuracy,
     check_claims,
     check_crash_prediction,
-    check_evaluate,
     check_fixed_block,
     check_shortcut_for,
+    check_stem_prediction,
     claim_evidence,
     crashing_blocks,
-    resnet18_parameter_difference,
+    first_block_side,
 )
 
 
@@ -50,59 +53,108 @@ def test_shortcut_for():
     assert not never and "needs a projection" in never.message
 
 
-def test_evaluate():
-    def right(model, images):
-        was = model.training
-        model.eval()
-        with torch.no_grad():
-            out = model(images).argmax(1)
-        model.train(was)
-        return out
-
-    def eval_but_grad(model, images):
-        model.eval()
-        return model(images).argmax(1)
-
-    assert check_evaluate(right)
-    assert check_evaluate(bugs.evaluate_correctly)
-    fb = check_evaluate(bugs.evaluate_forgetting_eval)
-    assert not fb and "model.eval()" in fb.message
-    fb = check_evaluate(eval_but_grad)
-    assert not fb and "no_grad" in fb.message
-    assert "Tip" in check_evaluate(_no_grad_eval).message
-    assert "Tip" not in check_evaluate(right).message
-    assert not check_evaluate(lambda m, x: m(x))  # logits, not classes
-    assert not check_evaluate(unattempted)
-
-
-def _no_grad_eval(model, images):
-    model.eval()  # right answer, but leaves the model in eval mode
+def right_accuracy(model, loader):
+    was = model.training
+    model.eval()
+    correct = total = 0
     with torch.no_grad():
-        return model(images).argmax(1)
+        for images, labels in loader:
+            correct += int((model(images).argmax(1) == labels).sum())
+            total += len(labels)
+    model.train(was)
+    return correct / total
+
+
+def _counting(model, loader, percent=False, per_batch=False, grad=False, restore="was"):
+    was = model.training
+    model.eval()
+    accs, correct, total = [], 0, 0
+    with torch.set_grad_enabled(grad):
+        for images, labels in loader:
+            hits = int((model(images).argmax(1) == labels).sum())
+            accs.append(hits / len(labels))
+            correct, total = correct + hits, total + len(labels)
+    if restore == "was":
+        model.train(was)
+    elif restore == "train":
+        model.train()
+    value = sum(accs) / len(accs) if per_batch else correct / total
+    return 100 * value if percent else value
+
+
+def test_accuracy_oracle_counts_images_not_batches():
+    model, loader = accuracy_setup()
+    want, batch_mean = accuracy_oracle(model, loader)
+    assert [len(y) for _, y in loader] == [16, 16, 16, 2]
+    assert want == 33 / 50 and want != batch_mean  # every third image is labelled wrong
+
+
+def test_accuracy_passes_and_each_slip_gets_its_hint():
+    assert check_accuracy(right_accuracy)
+    assert "not attempted" in check_accuracy(lambda m, loader: None).message
+    assert "not attempted" in check_accuracy(unattempted).message
+    cases = {
+        "percentage": lambda m, ld: _counting(m, ld, percent=True),
+        "last batch holds only 2": lambda m, ld: _counting(m, ld, per_batch=True),
+        "no_grad": lambda m, ld: _counting(m, ld, grad=True),
+        "left in eval": lambda m, ld: _counting(m, ld, restore=None),
+        "not always train": lambda m, ld: _counting(m, ld, restore="train"),
+        "one number": lambda m, ld: [0.5],
+    }
+    for hint, answer in cases.items():
+        fb = check_accuracy(answer)
+        assert not fb and hint in fb.message, (hint, fb.message)
+
+    def train_mode(model, loader):  # forgets eval: BatchNorm's running statistics change
+        correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in loader)
+        return correct / len(loader.dataset)
+
+    fb = check_accuracy(train_mode)
+    assert not fb and "running statistics" in fb.message
+
+    def dropout_on(model, loader):  # BatchNorm in eval mode, but Dropout left on
+        model.eval()
+        model[5].train()
+        correct = 0
+        with torch.no_grad():
+            for x, y in loader:
+                correct += int((model(x).argmax(1) == y).sum())
+        model.train()
+        return correct / len(loader.dataset)
+
+    fb = check_accuracy(dropout_on)
+    assert not fb and "Dropout" in fb.message, fb.message
 
 
 def test_claims_match_measurement_and_feedback_names_the_wrong_claim():
     truth = claim_evidence()
-    assert truth == {"stride2_doubles": False, "shortcut_shares_parameters": False,
-                     "identity_is_free": True, "identity_reduces_parameters": False,
-                     "bias_cancelled_by_bn": True}
+    assert truth == {"relu_shortcut_keeps_gradient": False, "log_softmax_same_loss": True,
+                     "dropout_eval_identity": True, "bias_removable_after_training": False,
+                     "zero_gamma_stops_conv_gradient": True}
     assert check_claims(truth)
-    wrong = dict(truth, stride2_doubles=True)
-    fb = check_claims(wrong)
-    assert not fb and CLAIMS["stride2_doubles"] in fb.message and "16x16" in fb.message
+    for key, hint in (("relu_shortcut_keeps_gradient", "negative"),
+                      ("log_softmax_same_loss", "harmless"),
+                      ("dropout_eval_identity", "1/(1-p)"),
+                      ("bias_removable_after_training", "running mean"),
+                      ("zero_gamma_stops_conv_gradient", "gamma = 0")):
+        fb = check_claims(dict(truth, **{key: not truth[key]}))
+        assert not fb and CLAIMS[key] in fb.message and hint in fb.message, fb.message
     fb = check_claims({k: not v for k, v in truth.items()})
     assert not fb and f"{len(CLAIMS) - 1} more" in fb.message
     assert "give True or False" in check_claims({}).message
+    assert "give True or False" in check_claims({k: ... for k in CLAIMS}).message
     assert not check_claims(["no"])
 
 
-def test_identity_mappings_do_not_reduce_parameters():
-    """Oracle: ResNet-18's option-B projections counted by hand, a 1x1 conv (no bias) and a
-    BatchNorm at each of the three stage transitions 64->128->256->512."""
-    by_hand = sum(cin * cout + 2 * cout for cin, cout in ((64, 128), (128, 256), (256, 512)))
-    assert resnet18_parameter_difference() == {"A": 0, "B": by_hand}
-    fb = check_claims(dict(claim_evidence(), identity_reduces_parameters=True))
-    assert not fb and f"{by_hand:,}" in fb.message and "option A" in fb.message
+def test_claims_oracle_by_hand():
+    """The claims' truths, derived independently of claim_evidence's measurements."""
+    z = torch.tensor([[1.0, 2.0, 3.0]])
+    y = torch.tensor([2])
+    assert torch.allclose(nn.functional.cross_entropy(z, y),
+                          nn.functional.cross_entropy(z.log_softmax(1), y))
+    x = torch.tensor([-1.0, 2.0], requires_grad=True)
+    torch.relu(x).sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0]  # the negative entry's gradient is cut
 
 
 def test_crash_prediction_is_the_stride_one_block():
@@ -181,7 +233,7 @@ def test_fixed_block_passes_and_each_mistake_gets_its_hint():
                 self.shortcut = nn.Sequential(self.shortcut[0])
 
     fb = check_fixed_block(NoProjectionNorm)
-    assert not fb and "shortcut.1" in fb.message and "BatchNorm" in fb.message
+    assert not fb and "no BatchNorm after the shortcut's 1x1 conv" in fb.message
 
     class WrongStride(FixedBlock):
         def __init__(self, cin, cout, stride=1):
@@ -212,3 +264,14 @@ def test_suspects_are_the_planted_mistakes():
     assert set(bugs.PLANTED) - {"ReluShortcutBlock"} <= names
     report = diagnose(bugs.TinyResNet(bugs.CopiedBlock, depth=2), (3, 32, 32))
     assert {"bias-before-norm", "unneeded-projection", "shortcut-activation"} <= set(report.checks)
+
+
+def test_stem_prediction_is_measured_and_names_the_max_pool():
+    assert first_block_side(96) == 24 and first_block_side(64) == 16  # 4x down: conv + pool
+    assert check_stem_prediction(24)
+    assert "max-pool" in check_stem_prediction(48).message
+    assert "own size" in check_stem_prediction(96).message
+    assert not check_stem_prediction(8)
+    assert "first" in check_stem_prediction(...).message
+    assert "one number" in check_stem_prediction("24x24").message
+    assert check_stem_prediction(16, side=64)

@@ -151,3 +151,46 @@ def test_loss_floor_prediction():
     assert "too high" in check_loss_floor_prediction(2.3, 0.2).message
     assert "first" in check_loss_floor_prediction(..., 0.2).message
     assert check_loss_floor_prediction(smoothed_loss_floor(0.1, 10), 0.1)  # the smoke preset's
+
+
+def test_loss_floor_prediction_speaks_of_a_computed_floor():
+    fb = check_loss_floor_prediction(0.0, 0.2)
+    assert "computed from the targets" in fb.message and "measurement" not in fb.message
+    assert "number" in check_loss_floor_prediction("low", 0.2).message
+
+
+def test_own_loss_hint_names_the_given_smoothing():
+    fb = check_train_one_epoch(own_loss)
+    assert not fb and "label smoothing, 0.1, as printed above" in fb.message, fb.message
+
+
+def test_one_cycle_refuses_the_library_schedule():
+    from resnet_edu.exercises.training import check_one_cycle
+    from resnet_edu.recipe import TrainConfig, lr_at
+
+    def wrapped(step, total, peak, warmup):
+        return lr_at(step, total, TrainConfig(lr=peak, warmup=warmup, schedule="onecycle"))
+
+    fb = check_one_cycle(wrapped)
+    assert not fb and "calls lr_at" in fb.message
+
+    def nested(step, total, peak, warmup):
+        return (lambda: lr_at(step, total, TrainConfig(lr=peak, warmup=warmup)))()
+
+    assert "calls lr_at" in check_one_cycle(nested).message
+
+    def own(step, total, peak, warmup):
+        warm = round(warmup * total)
+        if step < warm:
+            return peak * (step + 1) / warm
+        return peak * (1 - (step - warm) / max(1, total - warm - 1))
+
+    assert check_one_cycle(own)
+
+
+def test_split_parameters_unanswered_is_not_attempted():
+    from resnet_edu.exercises.training import check_split_parameters
+
+    assert "not attempted" in check_split_parameters(lambda model: None).message
+    fb = check_split_parameters(lambda model: [])
+    assert not fb and "pair" in fb.message

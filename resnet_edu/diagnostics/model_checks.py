@@ -191,11 +191,12 @@ def find_gradient_problems(gradients: Sequence[GradientRatio]) -> list[Finding]:
         "with an identity shortcut, dL/dx_l = dL/dx_L (1 + d/dx_l sum of F) (He et al. "
         "2016, Eq. 5, exact for pre-activation blocks), so the term dL/dx_L reaches every "
         "early block without passing through any layer; anything that scales, gates or "
-        "cuts the shortcut multiplies the gradient by that factor once per block (Eq. 7), "
-        "which compounds over depth.",
+        "cuts the shortcut multiplies that term by its factor once per block (Eq. 8, the "
+        "gradient of the scaled shortcut's Eq. 7), which compounds over depth.",
         "keep the shortcut a plain identity (no scaling, no gate, no detach) and "
         "normalize inside F; with a working shortcut the gradient through the whole stack "
-        "stays between the VANISHING and EXPLODING thresholds.",
+        f"stays between {VANISHING:g} and {EXPLODING:g} times the last block's, the "
+        "thresholds of this check.",
     )]
 
 

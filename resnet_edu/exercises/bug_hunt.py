@@ -8,8 +8,7 @@ import torch
 from torch import nn
 
 from ..diagnostics import ACTIVATIONS, diagnose
-from ..models import cifar_resnet, count_parameters
-from . import NotYet, exercise, judge_choice, one_thread
+from . import NotYet, close, exercise, judge_choice, one_thread
 from .bugs import SUSPECTS, GoodBlock, TinyResNet, evaluate_correctly
 from .shapes import judge_shortcut
 
@@ -17,13 +16,15 @@ from .shapes import judge_shortcut
 SHORTCUT_CASES = ((16, 16, 1), (16, 32, 2), (32, 32, 2), (32, 64, 1), (64, 64, 1))
 
 CLAIMS = {
-    "stride2_doubles": "A 3x3 conv with stride 2 and padding 1 turns a 32x32 map into 64x64.",
-    "shortcut_shares_parameters": "A residual connection shares the main path's parameters.",
-    "identity_is_free": "An identity shortcut adds no parameters to a block.",
-    "identity_reduces_parameters": "Identity mappings reduce the number of parameters: "
-                                   "ResNet-18 has fewer than the plain 18-layer net.",
-    "bias_cancelled_by_bn": "A conv bias right before BatchNorm (train mode) does not change "
-                            "the block's output.",
+    "relu_shortcut_keeps_gradient": "A ReLU on an identity shortcut passes the gradient back "
+                                    "to x unchanged.",
+    "log_softmax_same_loss": "A forward that ends in log_softmax gives nn.CrossEntropyLoss the "
+                             "same loss and the same gradient as one that returns the logits.",
+    "dropout_eval_identity": "In eval mode, nn.Dropout(p=0.5) returns its input unchanged.",
+    "bias_removable_after_training": "After training, setting to zero the bias of a conv that "
+                                     "feeds BatchNorm leaves the eval-mode output unchanged.",
+    "zero_gamma_stops_conv_gradient": "With the weight (gamma) of a block's last BatchNorm set "
+                                      "to 0, the block's two convs receive no gradient.",
 }
 
 
@@ -37,88 +38,146 @@ def check_shortcut_for(shortcut_for: Callable[[int, int, int], nn.Module | None]
             "where they don't: option B of He et al. 2015.")
 
 
-@exercise
-def check_evaluate(evaluate: Callable[[nn.Module, torch.Tensor], torch.Tensor]) -> str:
-    """`evaluate(model, images)` predicts in eval mode, without autograd."""
+def accuracy_setup() -> tuple[nn.Module, torch.utils.data.DataLoader]:
+    """The model and loader `check_accuracy` uses: a small net with BatchNorm and Dropout whose
+    running statistics differ from any batch's, and 50 labelled images in batches of 16 (the
+    last batch holds 2), labelled so that a third of the predictions are wrong."""
     torch.manual_seed(0)
-    model = cifar_resnet(8)
-    with torch.no_grad():  # give BatchNorm running statistics that differ from the batch's
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-    images = torch.randn(16, 3, 32, 32)
-    want = evaluate_correctly(model, images)
-    running = model.bn1.running_mean.clone()
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.5),
+                          nn.Linear(8, 10))
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-0.5, 0.5)
+        model[1].running_var.uniform_(0.5, 2.0)
+    images = torch.randn(50, 3, 8, 8)
+    predicted = evaluate_correctly(model, images)
+    labels = torch.where(torch.arange(50) % 3 == 0, (predicted + 1) % 10, predicted)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels),
+                                         batch_size=16)
+    return model, loader
+
+
+def accuracy_oracle(model: nn.Module, loader) -> tuple[float, float]:
+    """(accuracy over all images, mean of the per-batch accuracies), in eval mode."""
+    correct, total, per_batch = 0, 0, []
+    for images, labels in loader:
+        hits = int((evaluate_correctly(model, images) == labels).sum())
+        correct, total = correct + hits, total + len(labels)
+        per_batch.append(hits / len(labels))
+    return correct / total, sum(per_batch) / len(per_batch)
+
+
+@exercise
+def check_accuracy(accuracy: Callable[[nn.Module, object], float]) -> str:
+    """Exercise 2: `accuracy(model, loader)` -> the fraction of the loader's images classified
+    right, without autograd, leaving the model in the mode it came in."""
+    model, loader = accuracy_setup()
+    want, batch_mean = accuracy_oracle(model, loader)
+    running = model[1].running_mean.clone()
     grad_seen: list[bool] = []
     hook = model.register_forward_pre_hook(lambda m, a: grad_seen.append(torch.is_grad_enabled()))
     model.train()
     try:
-        got = evaluate(model, images)
+        got = accuracy(model, loader)
     finally:
         hook.remove()
-    if got is None:
-        raise NotYet("evaluate returned None: return the predicted classes, "
-                     "`model(images).argmax(dim=1)`, computed the right way.")
-    if not isinstance(got, torch.Tensor) or got.shape != want.shape:
-        raise NotYet(f"evaluate should return the predicted classes, a tensor of shape "
-                     f"{tuple(want.shape)}; got {getattr(got, 'shape', type(got).__name__)}.")
-    if not torch.equal(model.bn1.running_mean, running):
-        raise NotYet("evaluating changed BatchNorm's running statistics: the model was in "
-                     "train mode. Call model.eval() first.")
-    if not torch.equal(got.cpu(), want):
-        raise NotYet("the predictions differ from eval mode's: call model.eval() first.")
+    if got is None and not grad_seen:
+        raise NotImplementedError
+    if torch.is_tensor(got) and got.numel() == 1:
+        got = got.item()
+    if isinstance(got, bool) or not isinstance(got, (int, float)):
+        raise NotYet(f"accuracy should return one number, the fraction of images classified "
+                     f"right; got {type(got).__name__}.")
+    if not torch.equal(model[1].running_mean, running):
+        raise NotYet("computing the accuracy changed BatchNorm's running statistics: the model "
+                     "ran in train mode.")
+    if close(got, 100 * want, rel=1e-6):
+        raise NotYet(f"{got:.4g} is a percentage: return the fraction, {want:.4g}.")
+    if close(got, batch_mean, rel=1e-6) and not close(got, want, rel=1e-6):
+        raise NotYet(f"{got:.4g} is the mean of the per-batch accuracies, but the last batch "
+                     f"holds only {len(loader.dataset) % loader.batch_size} images: count the "
+                     f"correct images over all batches and divide by the number of images "
+                     f"({want:.4g}).")
+    if not close(got, want, rel=1e-6):
+        raise NotYet(f"the accuracy is {want:.4g} in eval mode, you got {got:.4g}: in train "
+                     "mode Dropout drops units at random and BatchNorm uses the batch's own "
+                     "statistics.")
     if any(grad_seen):
-        raise NotYet("autograd was recording during the forward pass: wrap it in "
-                      "`with torch.no_grad():`.")
-    note = "" if model.training else (" (Tip: put the mode back with model.train(was_training) "
-                                      "so the caller's training loop is not affected.)")
-    return "eval mode, no autograd, and the predictions no longer depend on the batch." + note
-
-
-def resnet18_parameter_difference() -> dict[str, int]:
-    """ResNet-18's parameters minus those of its plain twin (same layers, no shortcuts), with
-    option A (zero-padded identity) and option B (projections where the shape changes)."""
-    from ..models import resnet18
-
-    plain = count_parameters(resnet18(residual=False))
-    return {o: count_parameters(resnet18(shortcut=o)) - plain for o in "AB"}
+        raise NotYet("the right number, but autograd was recording during the forward passes: "
+                     "wrap them in `with torch.no_grad():`.")
+    if not model.training:
+        raise NotYet("the right number, but the model came in train mode and left in eval "
+                     "mode: a training loop that calls your function would go on training "
+                     "with BatchNorm frozen and Dropout off. Put the mode back at the end.")
+    model.eval()
+    again = accuracy(model, loader)
+    if model.training:
+        raise NotYet("called on a model in eval mode, your function left it in train mode: "
+                     "restore the mode the model came in (`model.train(was_training)`), not "
+                     "always train mode.")
+    if not close(float(again), want, rel=1e-6):
+        raise NotYet(f"called on a model already in eval mode, your function returned "
+                     f"{float(again):.4g}, not {want:.4g}.")
+    return (f"{want:.4g} of the {len(loader.dataset)} images, counted over batches of unequal "
+            "size, without autograd, and the model keeps the mode it came in.")
 
 
 def claim_evidence() -> dict[str, bool]:
     """Each claim's truth, measured with torch rather than asserted."""
     torch.manual_seed(0)
-    conv = nn.Conv2d(3, 3, 3, stride=2, padding=1)
-    doubles = tuple(conv(torch.zeros(1, 3, 32, 32)).shape[2:]) == (64, 64)
-    block, plain = GoodBlock(16, 16, 1), GoodBlock(16, 16, 1)
-    plain.shortcut = None  # the same block without its (identity) shortcut module
-    free = count_parameters(block) == count_parameters(plain)
-    shares = any(p is q for p in block.shortcut.parameters() for q in block.conv1.parameters())
-    with_bias = nn.Sequential(nn.Conv2d(3, 4, 3, bias=True), nn.BatchNorm2d(4))
-    without = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4))
-    without[0].weight.data.copy_(with_bias[0].weight.data)
-    nn.init.normal_(with_bias[0].bias, std=1.0)
-    x = torch.randn(4, 3, 8, 8)
-    cancelled = torch.allclose(with_bias(x), without(x), atol=1e-5)
-    fewer = any(d < 0 for d in resnet18_parameter_difference().values())
-    return {"stride2_doubles": doubles, "shortcut_shares_parameters": shares,
-            "identity_is_free": free, "identity_reduces_parameters": fewer,
-            "bias_cancelled_by_bn": cancelled}
+    x = torch.randn(4, 8, 6, 6, requires_grad=True)
+    upstream = torch.randn(4, 8, 6, 6)
+    (through_relu,) = torch.autograd.grad((torch.relu(x) * upstream).sum(), x)
+    keeps = torch.allclose(through_relu, upstream)
+
+    z, y = torch.randn(8, 10, requires_grad=True), torch.randint(0, 10, (8,))
+    ce = nn.CrossEntropyLoss()
+    plain, logged = ce(z, y), ce(torch.log_softmax(z, dim=1), y)
+    same_grad = torch.allclose(*(torch.autograd.grad(loss, z)[0] for loss in (plain, logged)),
+                               atol=1e-6)
+    same_loss = torch.allclose(plain, logged, atol=1e-6) and same_grad
+
+    dropout = nn.Dropout(0.5).eval()
+    identity = torch.equal(dropout(x.detach()), x.detach())
+
+    conv, norm = nn.Conv2d(3, 4, 3, bias=True), nn.BatchNorm2d(4)
+    nn.init.normal_(conv.bias, std=1.0)
+    net = nn.Sequential(conv, norm).train()
+    with torch.no_grad():
+        for _ in range(20):  # "training": the running statistics see the bias
+            net(torch.randn(16, 3, 8, 8))
+        net.eval()
+        probe = torch.randn(4, 3, 8, 8)
+        before = net(probe)
+        conv.bias.zero_()
+        removable = torch.allclose(before, net(probe), atol=1e-5)
+
+    block = GoodBlock(16, 16, 1).train()
+    nn.init.zeros_(block.bn2.weight)
+    block(torch.randn(4, 16, 8, 8)).square().sum().backward()
+    stopped = all(not bool(c.weight.grad.abs().sum() > 0) for c in (block.conv1, block.conv2))
+    return {"relu_shortcut_keeps_gradient": keeps, "log_softmax_same_loss": same_loss,
+            "dropout_eval_identity": identity, "bias_removable_after_training": removable,
+            "zero_gamma_stops_conv_gradient": stopped}
 
 
 _WHY = {
-    "stride2_doubles": "a stride-2 conv reads every other position: 32x32 becomes 16x16 "
-                       "(floor((32 + 2 - 3) / 2) + 1 = 16).",
-    "shortcut_shares_parameters": "the identity shortcut has no parameters at all, and a "
-                                  "projection has its own 1x1 conv; nothing is shared.",
-    "identity_is_free": "x is added as it is, so the block has exactly the parameters of its "
-                        "main path.",
-    "identity_reduces_parameters": "an identity adds x as it is, so it adds no parameters, "
-                                   "and removes none: ResNet-18 with option A has exactly the "
-                                   "plain net's parameters, and with option B its projections "
-                                   "add {B:,}.",
-    "bias_cancelled_by_bn": "BatchNorm subtracts each channel's batch mean, and the bias only "
-                            "shifts that mean.",
+    "relu_shortcut_keeps_gradient": "ReLU's derivative is 0 wherever its input is negative, so "
+                                    "the gradient of every negative entry of x is cut, not "
+                                    "passed back (about half of them here).",
+    "log_softmax_same_loss": "log_softmax of log-probabilities changes nothing (their "
+                             "exponentials already sum to 1), so the loss and its gradient "
+                             "are the same; unlike softmax (suspect 5), it is harmless.",
+    "dropout_eval_identity": "PyTorch's dropout scales the kept units by 1/(1-p) during "
+                             "training, so that in eval mode it can be the identity.",
+    "bias_removable_after_training": "in eval mode BatchNorm subtracts its running mean, which "
+                                     "was accumulated with the bias in it; zeroing the bias "
+                                     "afterwards shifts every output by -bias/sqrt(var). Only "
+                                     "in train mode does the batch mean cancel it.",
+    "zero_gamma_stops_conv_gradient": "the branch's output is gamma * normalized + beta, so "
+                                      "with gamma = 0 no gradient gets back into the branch; "
+                                      "gamma itself gets one, and the convs start learning "
+                                      "after the first step has moved it.",
 }
 
 
@@ -131,14 +190,14 @@ def check_claims(answers: dict[str, bool]) -> str:
     missing = [k for k in CLAIMS if not isinstance(answers.get(k), bool)]
     if missing:
         raise NotYet(f"give True or False for: {', '.join(missing)}.")
-    truth = claim_evidence()
+    with one_thread():
+        truth = claim_evidence()
     wrong = [k for k in CLAIMS if answers[k] != truth[k]]
     if wrong:
         k = wrong[0]
         more = f" ({len(wrong) - 1} more to rethink.)" if len(wrong) > 1 else ""
         return_word = "true" if truth[k] else "false"
-        why = _WHY[k].format(**resnet18_parameter_difference()) if "{" in _WHY[k] else _WHY[k]
-        raise NotYet(f"'{CLAIMS[k]}' is {return_word}: {why}{more}")
+        raise NotYet(f"'{CLAIMS[k]}' is {return_word}: {_WHY[k]}{more}")
     return f"all {len(CLAIMS)} claims judged right, each checked by running torch."
 
 
@@ -173,6 +232,46 @@ def check_crash_prediction(guess: object) -> str:
             "in the two stride-2 blocks, so only the stride-1 block reaches it.")
 
 
+# --- suspect 7: the ImageNet stem on a small image ----------------------------------------
+
+def first_block_side(side: int) -> int:
+    """The height (= width) of the maps the first block of torchvision-style `resnet18` sees
+    for a side x side image, measured with a forward hook."""
+    from ..models import resnet18
+
+    model, seen = resnet18(num_classes=10).eval(), []
+    hook = model.layer1.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[-1]))
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, side, side))
+    finally:
+        hook.remove()
+    return int(seen[0])
+
+
+@exercise
+def check_stem_prediction(guess: object, side: int = 96) -> str:
+    """Prediction: the side of the maps `resnet18`'s first block sees for a side x side image."""
+    actual = first_block_side(side)
+    if guess is Ellipsis:
+        raise NotYet("write down your prediction first (replace the `...`), then run this cell "
+                     "again: the point is to commit before you look")
+    if isinstance(guess, bool) or not isinstance(guess, (int, float)):
+        raise NotYet(f"your prediction should be one number, the height (= width) in pixels; "
+                     f"got {guess!r}")
+    why = (f"the 7x7 conv has stride 2 ({side} -> {side // 2}) and the 3x3 max-pool after it "
+           f"has stride 2 too ({side // 2} -> {actual}): the stem divides each side by 4.")
+    if guess == actual:
+        return f"{actual}x{actual}: {why}"
+    if guess == side // 2:
+        raise NotYet(f"{guess:g} counts the strided conv but not the max-pool after it: "
+                     "look at the stem again.")
+    if guess == side:
+        raise NotYet(f"{guess:g} is the image's own size, but the stem is not the CIFAR one: "
+                     "count its strided layers.")
+    raise NotYet(f"you predicted {guess:g}, the first block sees {actual}x{actual} maps: {why}")
+
+
 # --- the exercise: fix a copied block -----------------------------------------------------
 
 FIX_CASES = ((16, 16, 1), (16, 32, 2))
@@ -205,9 +304,13 @@ def _compare_with_good_block(block: Callable[[int, int, int], nn.Module], cin: i
                      "in_channels != out_channels.")
     lacking = sorted({k.rsplit(".", 1)[0] for k in missing if k.startswith("shortcut")})
     if lacking:
-        raise NotYet(f"{case} has no {' or '.join(lacking)} in its shortcut: where "
-                     "the shape changes, the shortcut is a 1x1 conv with the block's stride, "
-                     "then BatchNorm, as `self.shortcut = nn.Sequential(conv, bn)`.")
+        kinds = {type(good.get_submodule(name)) for name in lacking}
+        what = ("no BatchNorm after the shortcut's 1x1 conv" if kinds == {nn.BatchNorm2d} else
+                "no 1x1 conv in its shortcut" if kinds == {nn.Conv2d} else
+                "neither the 1x1 conv nor the BatchNorm of a projection shortcut")
+        raise NotYet(f"{case} has {what}: where the shape changes, the shortcut is a 1x1 conv "
+                     "with the block's stride, then BatchNorm, as "
+                     "`self.shortcut = nn.Sequential(conv, bn)`.")
     if extra or missing:
         raise NotYet(f"{case}'s weights are not named like the block you fix "
                      f"(extra: {', '.join(extra) or 'none'}; missing: "

@@ -143,7 +143,7 @@ class AlwaysProjectBlock(_TwoConvBlock):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__(in_channels, out_channels, stride)
-        self.shortcut = _projection(in_channels, out_channels, stride)  # always
+        self.shortcut = _projection(in_channels, out_channels, stride)
 
 
 class BiasBeforeNormBlock(_TwoConvBlock):
@@ -183,7 +183,7 @@ class SoftmaxResNet(TinyResNet):
     """Suspect 5: forward returns probabilities, and the loss is CrossEntropyLoss."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.logits(x), dim=1)  # (B, num_classes), rows sum to 1
+        return torch.softmax(self.logits(x), dim=1)  # (B, num_classes)
 
 
 class MisnamedSuperBlock(GoodBlock):

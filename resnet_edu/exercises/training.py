@@ -26,9 +26,11 @@ def _small_model() -> nn.Module:
 
 @exercise
 def check_split_parameters(fn: Callable[[nn.Module], tuple[list, list]]) -> str:
-    """Exercise 1: `fn(model)` -> (decayed, not_decayed) parameter lists, as `param_groups`."""
+    """Exercise 2: `fn(model)` -> (decayed, not_decayed) parameter lists, as `param_groups`."""
     model = _small_model()
     result = fn(model)
+    if result is None:
+        raise NotImplementedError
     if not (isinstance(result, tuple) and len(result) == 2):
         raise NotYet(f"return a pair (decayed, not_decayed), got {type(result).__name__}")
     decay, no_decay = (list(r) for r in result)
@@ -52,9 +54,25 @@ def check_split_parameters(fn: Callable[[nn.Module], tuple[list, list]]) -> str:
             "as the trainer does.")
 
 
+def _names_used(fn: Callable) -> set[str]:
+    """The global and enclosing names `fn`'s code reads, with its nested functions'."""
+    names, stack = set(), [getattr(fn, "__code__", None)]
+    while stack:
+        code = stack.pop()
+        if code is None:
+            continue
+        names.update(code.co_names, code.co_freevars)
+        stack.extend(c for c in code.co_consts if hasattr(c, "co_names"))
+    return names
+
+
 @exercise
 def check_one_cycle(fn: Callable[[int, int, float, float], float]) -> str:
-    """Exercise 2: `fn(step, total_steps, peak_lr, warmup_fraction)` -> the one-cycle lr."""
+    """Exercise 3: `fn(step, total_steps, peak_lr, warmup_fraction)` -> the one-cycle lr,
+    written out (a function that calls the library's `lr_at` is refused)."""
+    if "lr_at" in _names_used(fn):
+        raise NotYet("your function calls lr_at, the library's own schedule: the exercise is "
+                     "to write the rule yourself, from the description above.")
     cases = [(100, 0.4, 0.2), (37, 0.1, 0.25), (10, 1.0, 0.0), (250, 0.05, 0.5)]
     for total, peak, warmup in cases:
         config = TrainConfig(lr=peak, warmup=warmup, schedule="onecycle")
@@ -177,7 +195,8 @@ def _largest_difference(mine: nn.Module, oracle: nn.Module) -> tuple[float, str]
 
 @exercise
 def check_train_one_epoch(fn: Callable[..., object]) -> str:
-    """`fn(model, loader, optimizer, scheduler, criterion)` trains one epoch in place; the
+    """Exercise 1: `fn(model, loader, optimizer, scheduler, criterion)` trains one epoch in
+    place; the
     weights must be those of one epoch of `fit` from the same seed."""
     with one_thread():
         return _check_train_one_epoch(fn)
@@ -205,8 +224,9 @@ def _check_train_one_epoch(fn: Callable[..., object]) -> str:
                       "it): call model.train() before the loop, so that BatchNorm normalizes "
                       "each batch with its own statistics and updates its running averages.")
     if seen.losses == 0:
-        raise NotYet("the loss was not computed with `criterion`, the recipe's "
-                     f"CrossEntropyLoss with label smoothing {parts.config.label_smoothing}: "
+        raise NotYet("the loss was not computed with `criterion`, the loss you were given "
+                     "(cross-entropy with the recipe's label smoothing, "
+                     f"{parts.criterion.label_smoothing:g}, as printed above): "
                      "loss = criterion(model(x), y).")
     if len(seen.lrs) != batches:
         raise NotYet(f"{len(seen.lrs)} optimizer steps for {batches} batches: one step per "
@@ -254,10 +274,19 @@ def check_loss_floor_prediction(guess: object, label_smoothing: float, classes: 
     """Prediction: the lowest training loss a model can reach against label-smoothed targets."""
     eps = label_smoothing
     true, other = 1 - eps + eps / classes, eps / classes
-    return judge_prediction(
-        guess, smoothed_loss_floor(eps, classes), rel=0.1,
-        what="the lowest training loss against the smoothed targets",
-        why=(f"The smoothed target puts {true:g} on the true class and {other:g} on each of the "
-             f"other {classes - 1}; cross-entropy against a target q is smallest when the "
-             "predicted probabilities equal q, and that smallest value is q's entropy, "
-             "-sum q log q, not 0."))
+    what = "the lowest training loss against the smoothed targets"
+    if guess is Ellipsis:
+        return judge_prediction(guess, 0.0, what=what)  # "write down your prediction first"
+    if isinstance(guess, bool) or not isinstance(guess, (int, float)):
+        raise NotYet(f"your prediction of {what} should be a number (in nats), got {guess!r}")
+    floor = smoothed_loss_floor(eps, classes)
+    why = (f"The smoothed target puts {true:g} on the true class and {other:g} on each of the "
+           f"other {classes - 1}; cross-entropy against a target q is smallest when the "
+           "predicted probabilities equal q, and that smallest value is q's entropy, "
+           "-sum q log q, not 0.")
+    if close(guess, floor, rel=0.1):
+        return (f"you predicted {guess:.3g} nats; the floor, computed from the targets, is "
+                f"{floor:.3g}. {why}")
+    side = "high" if guess > floor else "low"
+    raise NotYet(f"you predicted {guess:.3g} nats, but the floor, computed from the targets, "
+                 f"is {floor:.3g}: too {side} by more than 10%. {why}")

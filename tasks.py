@@ -148,6 +148,9 @@ def test(extra: list[str]) -> int:
     # two workers, each test file (and each notebook) whole on one of them: while one waits
     # (a kernel or JupyterLab starting, a wheel building, a browser) the other computes
     workers = ["-n", "2", "--dist", "loadfile"] if not extra else []
+    if workers:  # one thread per worker and per notebook kernel: with two workers on two
+        # cores, two threads each oversubscribe the CPU, which slows torch several-fold
+        env.setdefault("OMP_NUM_THREADS", "1")
     rc |= subprocess.call([str(PY), "-m", "pytest", *workers, *extra], cwd=ROOT, env=env)
     return rc
 

@@ -77,7 +77,7 @@ def _serve_lab(tasks, tmp: Path, **extra_env: str):
     env = dict(os.environ, RESNET_EDU_STATIC="0", RESNET_EDU_QUICK="1", CI="true",
                PYTHONHASHSEED="0", JUPYTERLAB_SETTINGS_DIR=str(tmp / "user-settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"), JUPYTER_RUNTIME_DIR=str(
-                   tmp / "runtime"), OMP_NUM_THREADS="2", **extra_env)
+                   tmp / "runtime"), **extra_env)
     command = [*tasks.lab_command(tmp / "notebooks"), "--no-browser", "--ip=127.0.0.1",
                f"--port={port}", "--ServerApp.token=", "--ServerApp.password=",
                "--ServerApp.port_retries=0"]

@@ -208,9 +208,10 @@ def test_fixed_block_passes_and_each_mistake_gets_its_hint():
     hints = {
         bugs.CopiedBlock: "bias=False",  # the first of its four mistakes
         bugs.BiasBeforeNormBlock: "bias=False",
-        bugs.AlwaysProjectBlock: "use the identity there",
-        bugs.ReluShortcutBlock: "stays linear",
-        bugs.StrideOneShortcutBlock: "stays linear",
+        # the shortcut mistakes get the verdict of the one shortcut rule, as in notebook 03
+        bugs.AlwaysProjectBlock: "return None (the identity) here",
+        bugs.ReluShortcutBlock: "must stay linear",
+        bugs.StrideOneShortcutBlock: "must stay linear",
         bugs.DetachedShortcutBlock: "detach",
         bugs.ForgetfulBlock: "AttributeError",
     }
@@ -233,16 +234,25 @@ def test_fixed_block_passes_and_each_mistake_gets_its_hint():
                 self.shortcut = nn.Sequential(self.shortcut[0])
 
     fb = check_fixed_block(NoProjectionNorm)
-    assert not fb and "no BatchNorm after the shortcut's 1x1 conv" in fb.message
+    assert not fb and "no BatchNorm after its conv" in fb.message
 
-    class WrongStride(FixedBlock):
+    class ShortcutWithoutStride(FixedBlock):
         def __init__(self, cin, cout, stride=1):
             super().__init__(cin, cout, stride)
             if len(self.shortcut):
                 self.shortcut[0].stride = (1, 1)
 
-    fb = check_fixed_block(WrongStride)
-    assert not fb and "shape-mismatch" in fb.message and "stride=2" in fb.message
+    fb = check_fixed_block(ShortcutWithoutStride)
+    assert not fb and "give the 1x1 conv the block's stride" in fb.message
+
+    class MainPathWithoutStride(FixedBlock):  # the shortcut is right: diagnose names the clash
+        def __init__(self, cin, cout, stride=1):
+            super().__init__(cin, cout, stride)
+            self.conv1.stride = (1, 1)
+
+    fb = check_fixed_block(MainPathWithoutStride)
+    assert not fb and "fails on a (4, 16, 8, 8) input" in fb.message
+    assert "diagnose finds" in fb.message
 
     class Renamed(FixedBlock):
         def __init__(self, cin, cout, stride=1):

@@ -2,6 +2,7 @@
 outputs from a real run, no stored errors, exercises with solutions, summary, references."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,29 @@ def test_summary_and_references(path):
     assert "## Summary" in text and "## References" in text
     if not path.name.startswith("00"):
         assert "<details>" in text, "exercises come with collapsible solutions"
+
+
+def tagged(nb: list[dict], tag: str) -> list[int]:
+    return [i for i, c in enumerate(nb) if tag in c["metadata"].get("tags", [])]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_student_writes_code_and_predicts_before_measuring(path):
+    """At least two cells where the student writes code (tag "exercise") and one prediction
+    (tag "prediction"), each left unanswered in the committed notebook, each followed by a
+    check whose stored feedback says it is not answered yet."""
+    nb = cells(path)
+    exercises, predictions = tagged(nb, "exercise"), tagged(nb, "prediction")
+    assert len(exercises) >= 2, "two cells where the student writes code"
+    assert len(predictions) >= 1, "one prediction before the cell that measures it"
+    for i in exercises + predictions:
+        text = source(nb[i])
+        assert nb[i]["cell_type"] == "code"
+        assert "..." in text or "NotImplementedError" in text, f"left for the student: {text[:60]}"
+        checks = [j for j in range(i, len(nb)) if nb[j]["cell_type"] == "code"
+                  and re.search(r"^(print\()?check_\w+\(", source(nb[j]), flags=re.M)]
+        assert checks, f"a check follows: {text[:60]}"
+        stored = "".join("".join(o.get("text", ""))
+                         + "".join(o.get("data", {}).get("text/plain", ""))
+                         for o in nb[checks[0]]["outputs"])
+        assert "Not yet" in stored, f"the committed run leaves it unanswered: {text[:60]}"

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..diagnostics import ACTIVATIONS, diagnose
+from ..diagnostics import diagnose
 from . import NotYet, close, exercise, judge_choice, one_thread
 from .bugs import SUSPECTS, GoodBlock, TinyResNet, evaluate_correctly
 from .shapes import judge_shortcut
@@ -292,25 +292,8 @@ def _compare_with_good_block(block: Callable[[int, int, int], nn.Module], cin: i
     if biases:
         raise NotYet(f"{case} has {', '.join(biases)}: a conv bias right before BatchNorm is "
                      "cancelled by it (suspect 4); create those convs with bias=False.")
-    shortcut = getattr(mine, "shortcut", None)
-    acts = [f"shortcut.{n}" for n, m in shortcut.named_modules()
-            if isinstance(m, ACTIVATIONS)] if isinstance(shortcut, nn.Module) else []
-    if acts:
-        raise NotYet(f"{case}'s shortcut contains an activation ({', '.join(acts)}): the "
-                     "shortcut stays linear (suspect 2); the only ReLU is after the addition.")
-    if any("shortcut" in k for k in extra) and stride == 1 and cin == cout:
-        raise NotYet(f"{case} projects x although x already has the output shape (suspect 3): "
-                     "use the identity there, and the projection only where stride != 1 or "
-                     "in_channels != out_channels.")
-    lacking = sorted({k.rsplit(".", 1)[0] for k in missing if k.startswith("shortcut")})
-    if lacking:
-        kinds = {type(good.get_submodule(name)) for name in lacking}
-        what = ("no BatchNorm after the shortcut's 1x1 conv" if kinds == {nn.BatchNorm2d} else
-                "no 1x1 conv in its shortcut" if kinds == {nn.Conv2d} else
-                "neither the 1x1 conv nor the BatchNorm of a projection shortcut")
-        raise NotYet(f"{case} has {what}: where the shape changes, the shortcut is a 1x1 conv "
-                     "with the block's stride, then BatchNorm, as "
-                     "`self.shortcut = nn.Sequential(conv, bn)`.")
+    # the series' one shortcut rule, as notebook 03's exercise judges it (option B)
+    judge_shortcut(getattr(mine, "shortcut", None), cin, cout, stride)
     if extra or missing:
         raise NotYet(f"{case}'s weights are not named like the block you fix "
                      f"(extra: {', '.join(extra) or 'none'}; missing: "

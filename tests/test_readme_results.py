@@ -47,3 +47,22 @@ def test_degradation_row_matches_its_results_file():
         assert text in row, f"README's degradation row should say {text!r}"
     steps = re.search(r"\(([\d,]+) steps per net\)", row)
     assert steps and f"{steps.group(1)} steps" in results["note"], "README's steps: the note's"
+
+
+def test_notebook_run_times_are_the_committed_ones():
+    """The README's CPU column is the committed notebooks' recorded cell time
+    (bench/notebook_timings.py --committed rewrites it); notebook 04's is the preset's budget."""
+    import sys
+
+    from resnet_edu.recipe import preset
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from notebook_timings import run_time
+
+    timings = json.loads((ROOT / "results/notebook_timings.json").read_text())["committed"]
+    for name, measured in timings["notebooks"].items():
+        row = [c.strip() for c in _row(name[:2] + " ").strip("|").split("|")]
+        if name.startswith("04"):
+            assert row[3].startswith(f"{preset('cpu').budget_s / 60:.0f} min"), row[3]
+        else:
+            assert row[3] == run_time(measured["total_s"]), (name, row[3])

@@ -132,7 +132,7 @@ def check_unpadded_block(f_shape: object, shortcut_shape: object) -> str:
             hint = "use your formula once per conv"
         raise NotYet(f"F(x): H, W = {f[2]}, {f[3]} is wrong: {hint}. conv1 (3x3, stride 2, "
                      f"padding 0) gives floor(({h_in} - 3) / 2) + 1, then conv2 (3x3, "
-                     "stride 1, padding 0)")
+                     "stride 1, padding 0) takes its turn")
     if sc[2:] != want_s[2:]:
         if sc[2:] == want_f[2:]:
             hint = ("the shortcut does not copy the main path's padding: it is a 1x1 conv "

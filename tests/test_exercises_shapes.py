@@ -9,9 +9,9 @@ from torch import nn
 
 from resnet_edu.exercises import Feedback
 from resnet_edu.exercises.shapes import (
-    check_block_output_shape,
     check_conv_output_size,
     check_shortcut,
+    check_unpadded_block,
 )
 from resnet_edu.shortcuts import make_downsample
 
@@ -43,21 +43,46 @@ def test_conv_output_size_check():
         assert hint in feedback.message, (hint, feedback.message)
 
 
-def test_block_output_shape_check():
-    assert check_block_output_shape((8, 128, 8, 8))
-    assert check_block_output_shape(torch.Size([8, 128, 8, 8]))
+def test_conv_output_size_check_accepts_any_integer_type():
+    """numpy ints and 0-d integer tensors are ints; a 0-d float tensor is a float."""
+    import numpy as np
+
+    assert check_conv_output_size(lambda h, k, s, p, d=1: np.int64(_formula(h, k, s, p, d)))
+    assert check_conv_output_size(lambda h, k, s, p, d=1: torch.tensor(_formula(h, k, s, p, d)))
+    feedback = check_conv_output_size(
+        lambda h, k, s, p, d=1: torch.tensor(float(_formula(h, k, s, p, d))))
+    assert not feedback and "a float" in feedback.message, feedback.message
+
+
+def test_conv_output_size_check_asks_for_the_dilation_parameter():
+    feedback = check_conv_output_size(lambda h, k, s, p: (h + 2 * p - k) // s + 1)
+    assert not feedback and "dilation=1" in feedback.message, feedback.message
+    assert "TypeError" not in feedback.message
+
+
+def test_unpadded_block_check():
+    assert check_unpadded_block((8, 128, 5, 5), (8, 128, 8, 8))
+    assert check_unpadded_block(torch.Size([8, 128, 5, 5]), [8, 128, 8, 8])
+    right_s = (8, 128, 8, 8)
     wrong = {
-        (8, 128, 7, 7): "floor((15",
-        (8, 128, 30, 30): "does not double",
-        (1, 128, 8, 8): "batch",
-        (8, 64, 8, 8): "C=64",
-        (8, 128, 8): "4 numbers",
-        "abc": "4 ints",
-        ...: "not attempted",
+        ((8, 128, 8, 8), right_s): "padding=1 gives",  # the padded block's answer
+        ((8, 128, 7, 7), right_s): "conv2 (3x3, stride 1, padding 0) shrinks it",
+        ((8, 128, 6, 6), right_s): "once per conv",
+        ((8, 128, 5, 5), (8, 128, 5, 5)): "does not copy the main path's padding",
+        ((8, 128, 5, 5), (8, 128, 7, 7)): "rounds up",
+        ((8, 128, 5, 5), (8, 128, 6, 6)): "1x1 conv with stride 2, padding 0",
+        ((8, 128, 30, 30), right_s): "does not grow it",
+        ((1, 128, 5, 5), right_s): "batch",
+        ((8, 64, 5, 5), right_s): "C=64",
+        ((8, 128, 5, 5), (8, 64, 8, 8)): "the shortcut: C=64",
+        ((8, 128, 5), right_s): "4 numbers",
+        ("abc", right_s): "4 ints",
+        (..., right_s): "not attempted",
+        ((8, 128, 5, 5), ...): "not attempted",
     }
-    for answer, hint in wrong.items():
-        feedback = check_block_output_shape(answer)
-        assert not feedback and hint in feedback.message, (answer, feedback.message)
+    for (f_shape, s_shape), hint in wrong.items():
+        feedback = check_unpadded_block(f_shape, s_shape)
+        assert not feedback and hint in feedback.message, (f_shape, s_shape, feedback.message)
 
 
 def _option_b(cin, cout, stride):
@@ -100,6 +125,8 @@ def test_shortcut_check_explains_what_is_wrong():
     cases = {
         _projection(lambda i, o, s: nn.Conv2d(i, o, 1, bias=False), bn):
             "give the 1x1 conv the block's stride",
+        _projection(lambda i, o, s: nn.Conv2d(i, o, 1, stride=s, padding=1, bias=False), bn):
+            "the stride is right, but padding=1",
         _projection(lambda i, o, s: nn.Conv2d(i, i, 1, stride=s, bias=False),
                     lambda i, o, s: nn.BatchNorm2d(i)): "out_channels=",
         (lambda i, o, s: None): "needs a projection",

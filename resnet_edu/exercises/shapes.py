@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import inspect
+import numbers
 from collections.abc import Callable
 from itertools import product
 
@@ -14,11 +16,12 @@ from ..shapes import conv_output_size
 from ..shortcuts import needs_projection
 from . import NotYet, exercise
 
-# Exercise 2: a BasicBlock(64, 128, stride=2) receives a batch of shape (8, 64, 15, 15)
+# Exercise 3: a BasicBlock(64, 128, stride=2) whose two 3x3 convs have padding 0 receives a
+# batch of shape (8, 64, 15, 15); its shortcut is option B
 BLOCK_INPLANES, BLOCK_PLANES, BLOCK_STRIDE = 64, 128, 2
 BLOCK_INPUT = (8, 64, 15, 15)
 
-# Exercise 3: (in_channels, out_channels, stride, H) the student's shortcut must handle
+# Exercise 1: (in_channels, out_channels, stride, H) the student's shortcut must handle
 SHORTCUT_CASES = ((64, 64, 1, 8), (64, 128, 2, 8), (16, 32, 2, 7), (32, 32, 2, 9),
                   (64, 256, 1, 8))
 
@@ -34,7 +37,15 @@ def _torch_conv_size(size: int, kernel: int, stride: int, padding: int, dilation
 
 @exercise
 def check_conv_output_size(fn: Callable[..., int]) -> str:
-    """Exercise 1: `fn(size, kernel, stride, padding, dilation)` must match nn.Conv2d."""
+    """Exercise 2: `fn(size, kernel, stride, padding, dilation)` must match nn.Conv2d."""
+    try:
+        inspect.signature(fn).bind(1, 1, 1, 1, 1)
+    except TypeError:
+        raise NotYet("conv_out must take 5 arguments, (size, kernel, stride, padding, "
+                     "dilation=1); keep the `dilation=1` parameter of the cell, even if you "
+                     "start with undilated kernels") from None
+    except ValueError:  # no signature to read (a builtin): just call it
+        pass
     grid = [  # odd and even sizes, every stride up to 3; undilated cases first
         (h, k, s, p, d)
         for d, h, k, s, p in product((1, 2), (1, 4, 7, 8, 15), (1, 3, 7), (1, 2, 3), (0, 1, 3))
@@ -44,6 +55,10 @@ def check_conv_output_size(fn: Callable[..., int]) -> str:
         got = fn(h, k, s, p, d)
         if got is None:
             raise NotImplementedError
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = got.item()  # a 0-d tensor: its number
+        if isinstance(got, numbers.Integral) and not isinstance(got, bool):
+            got = int(got)  # numpy and other integer types are ints too
         want = _torch_conv_size(h, k, s, p, d)
         if got == want and isinstance(got, int) and not isinstance(got, bool):
             continue
@@ -64,43 +79,92 @@ def check_conv_output_size(fn: Callable[..., int]) -> str:
     return f"your formula matches nn.Conv2d on all {len(grid)} cases."
 
 
-@exercise
-def check_block_output_shape(answer: object) -> str:
-    """Exercise 2: the output shape of BasicBlock(64, 128, stride=2) on (8, 64, 15, 15)."""
+def _unpadded_block() -> BasicBlock:
+    """The block of Exercise 3: BasicBlock(64, 128, stride=2), its 3x3 convs unpadded."""
+    block = BasicBlock(BLOCK_INPLANES, BLOCK_PLANES, BLOCK_STRIDE).eval()
+    block.conv1.padding = block.conv2.padding = (0, 0)
+    return block
+
+
+def _shape(answer: object, name: str) -> tuple[int, ...]:
     if answer is ... or answer is None:
         raise NotImplementedError
-    block = BasicBlock(BLOCK_INPLANES, BLOCK_PLANES, BLOCK_STRIDE).eval()
-    with torch.no_grad():
-        want = tuple(block(torch.zeros(BLOCK_INPUT)).shape)
     try:
         got = tuple(int(s) for s in answer)  # type: ignore[union-attr]
     except (TypeError, ValueError):
-        raise NotYet(f"answer with 4 ints (B, C, H, W), got {answer!r}") from None
+        raise NotYet(f"give {name} as 4 ints (B, C, H, W), got {answer!r}") from None
     if len(got) != 4:
-        raise NotYet(f"a block maps (B, C, H, W) to (B, C', H', W'): 4 numbers, got {len(got)}")
-    b, c, h, w = got
-    h_in = BLOCK_INPUT[2]
-    if b != want[0]:
-        raise NotYet(f"the batch size B={b} is wrong: a block never changes the batch "
-                     f"({BLOCK_INPUT[0]} images in, {BLOCK_INPUT[0]} out)")
-    if c != want[1]:
-        raise NotYet(f"C={c} is wrong: the block's convs output `planes` channels "
-                     f"(times expansion, which is 1 for a BasicBlock)")
-    if h > h_in or w > h_in:
-        raise NotYet(f"H, W = {h}, {w} is larger than the input's {h_in}: stride 2 halves "
-                     "the size, it does not double it")
-    if (h, w) != want[2:]:
-        k, s, p = 3, BLOCK_STRIDE, 1
-        hint = f"floor(({h_in} + 2*{p} - {k}) / {s}) + 1"
-        raise NotYet(f"H, W = {h}, {w} is wrong: conv1 (3x3, stride 2, padding 1) gives "
-                     f"{hint}; conv2 (stride 1) keeps it")
-    return (f"{want}: conv1 takes 15 to {conv_output_size(h_in, 3, 2, 1)} (odd sizes round "
-            "up to ceil(15/2)), conv2 keeps it, and there are 128 channels.")
+        raise NotYet(f"{name} is a (B, C, H, W) shape: 4 numbers, got {len(got)}")
+    return got
+
+
+@exercise
+def check_unpadded_block(f_shape: object, shortcut_shape: object) -> str:
+    """Exercise 3: the shapes of F(x) and of the option-B shortcut of BasicBlock(64, 128,
+    stride=2) with unpadded 3x3 convs, on (8, 64, 15, 15); the real modules are the oracle."""
+    block = _unpadded_block()
+    x = torch.zeros(BLOCK_INPUT)
+    with torch.no_grad():
+        want_f = tuple(block.residual_branch(x).shape)
+        want_s = tuple(block.downsample(x).shape)
+    f, sc = _shape(f_shape, "F(x)'s shape"), _shape(shortcut_shape, "the shortcut's shape")
+    n, h_in = BLOCK_INPUT[0], BLOCK_INPUT[2]
+    h1 = conv_output_size(h_in, 3, BLOCK_STRIDE, 0)
+    for name, got, want in (("F(x)", f, want_f), ("the shortcut", sc, want_s)):
+        if got[0] != n:
+            raise NotYet(f"{name}: B={got[0]} is wrong: a block never changes the batch "
+                         f"({n} images in, {n} out)")
+        if got[1] != want[1]:
+            raise NotYet(f"{name}: C={got[1]} is wrong: both paths end with {want[1]} "
+                         "channels, out_channels, or they could never be added")
+        if max(got[2:]) > h_in:
+            raise NotYet(f"{name}: H, W = {got[2]}, {got[3]} is larger than the input's "
+                         f"{h_in}: stride 2 shrinks the map, it does not grow it")
+    if f[2:] != want_f[2:]:
+        padded = conv_output_size(h_in, 3, BLOCK_STRIDE, 1)
+        if f[2:] == (padded, padded):
+            hint = (f"{padded} is what the usual padding=1 gives; with padding=0 each 3x3 "
+                    "conv reads no zeros at the border")
+        elif f[2:] == (h1, h1):
+            hint = (f"conv1 gives {h1}, but conv2 (3x3, stride 1, padding 0) shrinks it "
+                    f"again, by k - 1 = 2")
+        else:
+            hint = "use your formula once per conv"
+        raise NotYet(f"F(x): H, W = {f[2]}, {f[3]} is wrong: {hint}. conv1 (3x3, stride 2, "
+                     f"padding 0) gives floor(({h_in} - 3) / 2) + 1, then conv2 (3x3, "
+                     "stride 1, padding 0) takes its turn")
+    if sc[2:] != want_s[2:]:
+        if sc[2:] == want_f[2:]:
+            hint = ("the shortcut does not copy the main path's padding: it is a 1x1 conv "
+                    "with stride 2, and a 1x1 kernel needs no padding to keep its border")
+        elif sc[2] == h_in // 2:
+            hint = (f"on an odd size stride 2 rounds up: the floor applies before the + 1, "
+                    f"floor(({h_in} - 1) / 2) + 1")
+        else:
+            hint = f"a 1x1 conv with stride 2, padding 0: floor(({h_in} - 1) / 2) + 1"
+        raise NotYet(f"the shortcut: H, W = {sc[2]}, {sc[3]} is wrong: {hint}")
+    return (f"F(x) is {want_f[2]}x{want_f[3]} and the shortcut {want_s[2]}x{want_s[3]}: they "
+            f"cannot be added, and no shortcut option helps, since the shortcut would have to "
+            f"crop the border. Each unpadded 3x3 conv loses k - 1 = 2 pixels; padding "
+            f"(k - 1) / 2 = 1 keeps the size, so only the stride changes it, on both paths.")
 
 
 # the modules a shortcut must not contain: it stays linear (He et al. 2015, Eq. 2)
 _NONLINEAR = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.Sigmoid, nn.Tanh)
 _POOLS = (nn.AvgPool2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
+def _spatial_hint(module: nn.Module, stride: int) -> str:
+    """Why a shortcut's H, W differ from F(x)'s: its conv's stride, or its padding."""
+    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+    if convs and all(c.stride == (stride, stride) for c in convs):
+        padded = [c for c in convs if c.padding != tuple((k - 1) // 2 for k in c.kernel_size)]
+        if padded:
+            pad = padded[0].padding
+            pad = pad[0] if isinstance(pad, tuple) else repr(pad)
+            return (f"the stride is right, but padding={pad} adds a border "
+                    "of zeros the main path does not have: a 1x1 conv needs padding=0")
+    return "give the 1x1 conv the block's stride"
 
 
 def judge_shortcut(module: object, in_channels: int, out_channels: int, stride: int) -> str:
@@ -109,7 +173,7 @@ def judge_shortcut(module: object, in_channels: int, out_channels: int, stride: 
     where it does not, a 1x1 conv without bias, with the block's stride, then BatchNorm.
 
     Use it inside an `@exercise` check: it returns a one-line verdict or raises NotYet with
-    what exactly is off. Notebook 03 (Exercise 3) and notebook 05 judge shortcuts with it.
+    what exactly is off. Notebook 03 (Exercise 1) and notebook 05 judge shortcuts with it.
     """
     case = f"in_channels={in_channels}, out_channels={out_channels}, stride={stride}"
     if module is not None and not isinstance(module, nn.Module):
@@ -153,7 +217,7 @@ def judge_shortcut(module: object, in_channels: int, out_channels: int, stride: 
         if got.shape[1] != want[1]:
             what.append(f"out_channels={out_channels} for the 1x1 conv")
         if tuple(got.shape[2:]) != want[2:]:
-            what.append("give the 1x1 conv the block's stride")
+            what.append(_spatial_hint(module, stride))
         raise NotYet(f"for {case} your shortcut maps {tuple(x.shape)} to {tuple(got.shape)}, "
                      f"but the main path F(x) gives {want}: " + "; ".join(what))
     if torch.allclose(got, got2):
@@ -194,7 +258,7 @@ def judge_shortcut(module: object, in_channels: int, out_channels: int, stride: 
 
 @exercise
 def check_shortcut(make_shortcut: Callable[[int, int, int], nn.Module | None]) -> str:
-    """Exercise 3: `make_shortcut(in_channels, out_channels, stride)` is the shortcut rule
+    """Exercise 1: `make_shortcut(in_channels, out_channels, stride)` is the shortcut rule
     (option B, judged by `judge_shortcut`), and makes a BasicBlock work on every case of
     SHORTCUT_CASES, odd sizes included."""
     for cin, cout, stride, size in SHORTCUT_CASES:

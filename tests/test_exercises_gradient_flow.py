@@ -1,5 +1,7 @@
 """The notebook 02 checks: right answers pass, typical wrong ones get their specific hint."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -10,8 +12,11 @@ from resnet_edu.exercises.gradient_flow import (
     check_drift_prediction,
     check_experiment_design,
     check_grad_norm_loop,
+    check_shortcut_forward,
+    check_weight_spread,
 )
 from resnet_edu.gradients import gradient_norms
+from resnet_edu.shortcuts import ZeroPadShortcut
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # many tiny convs
 
@@ -37,10 +42,28 @@ def test_grad_norm_loop_accepts_the_loop_and_parameter_names():
 
     assert check_grad_norm_loop(by_parameters)
 
+    def by_autograd(model, images, labels):  # no .grad written: right all the same
+        layers = {n: m for n, m in model.named_modules() if isinstance(m, LAYERS)}
+        loss = nn.functional.cross_entropy(model(images), labels)
+        grads = torch.autograd.grad(loss, [m.weight for m in layers.values()])
+        return {n: g.norm().item() for n, g in zip(layers, grads, strict=True)}
+
+    def cleaned_up(model, images, labels):  # .grad set to None at the end
+        norms = _loop(model, images, labels)
+        model.zero_grad(set_to_none=True)
+        return norms
+
+    assert check_grad_norm_loop(by_autograd)
+    assert check_grad_norm_loop(  # the library's numbers are right numbers
+        lambda model, images, labels: {r.layer: r.norm
+                                       for r in gradient_norms(model, images, labels)})
+    assert check_grad_norm_loop(cleaned_up)
+
 
 def test_grad_norm_loop_explains_what_is_wrong():
-    def library(model, images, labels):  # right numbers, no .grad: not the exercise
-        return {r.layer: r.norm for r in gradient_norms(model, images, labels)}
+    def no_backward(model, images, labels):  # wrong numbers and no .grad
+        nn.functional.cross_entropy(model(images), labels)
+        return {n: 1.0 for n, m in model.named_modules() if isinstance(m, LAYERS)}
 
     def eval_mode(model, images, labels):
         model.eval()
@@ -59,7 +82,7 @@ def test_grad_norm_loop_explains_what_is_wrong():
         "are missing": lambda m, x, y: _loop(
             m, x, y, keep=lambda k: isinstance(k, LAYERS) and k is not m.conv1),
         "shape": lambda m, x, y: _loop(m, x, y, value=lambda g: g),
-        "no .grad was written": library,
+        "no .grad was written": no_backward,
         "eval mode": eval_mode,
         "return a dict": lambda m, x, y: [1.0],
         "not attempted": lambda m, x, y: ...,
@@ -71,17 +94,107 @@ def test_grad_norm_loop_explains_what_is_wrong():
 
 
 def test_drift_prediction():
-    theory = 0.5 * torch.log10(torch.tensor(DEFAULT_INIT_N_VAR / 2)).item()
+    theory = 0.5 * math.log10(DEFAULT_INIT_N_VAR / 2)
     right = check_drift_prediction(round(theory, 2))
     assert right and "decades" in right.message, right
     assert "wrong sign" in check_drift_prediction(-round(theory, 2)).message
     assert "too low" in check_drift_prediction(-1.0).message
-    assert "too high" in check_drift_prediction(-0.1).message
+    assert "too high" in check_drift_prediction(-0.05).message
     assert "first" in check_drift_prediction(...).message
+
+
+def test_drift_prediction_names_the_slip():
+    factor = DEFAULT_INIT_N_VAR / 2  # 1/6
+    slips = {
+        math.sqrt(factor): "not yet in decades",
+        factor: "square root",
+        math.log10(factor): "half as many decades",
+        0.5 * math.log10(DEFAULT_INIT_N_VAR): "left out the ReLU",
+        math.log10(DEFAULT_INIT_N_VAR): "both the ReLU",
+        0.5 * math.log(factor): "natural logarithm",
+        math.log(factor): "natural logarithm",
+        0.5 * math.log10(3 * factor): "b²/3",
+    }
+    for guess, hint in slips.items():
+        feedback = check_drift_prediction(round(guess, 3))
+        assert not feedback and hint in feedback.message, (guess, feedback.message)
+
+
+def _option_a(block, x):
+    out = block.residual_branch(x)
+    if out.shape != x.shape:
+        x = ZeroPadShortcut(block.inplanes, block.out_channels, block.stride)(x)
+    return block.relu(out + x)
+
+
+def test_shortcut_forward():
+    right = check_shortcut_forward(_option_a)
+    assert right and "ResNet-56" in right.message, right.message
+
+    def no_reshape(block, x):  # the first try: add, then ReLU, everywhere
+        return block.relu(block.residual_branch(x) + x)
+
+    def projection(block, x):  # option B: a new 1x1 conv where the shape changes
+        out = block.residual_branch(x)
+        if out.shape != x.shape:
+            x = nn.Conv2d(block.inplanes, block.out_channels, 1, block.stride, bias=False)(x)
+        return block.relu(out + x)
+
+    def after_relu(block, x):
+        out = block.residual_branch(x)
+        if out.shape != x.shape:
+            x = ZeroPadShortcut(block.inplanes, block.out_channels, block.stride)(x)
+        return block.relu(out) + x
+
+    cases = {
+        "in layer2.0 F(x) is (B, 32, 16, 16) but x is (B, 16, 32, 32)": no_reshape,
+        "projection (option B)": projection,
+        "AFTER the block's last ReLU": after_relu,
+        "add the input x": lambda block, x: block.relu(block.residual_branch(x)),
+        "not attempted": lambda block, x: ...,
+    }
+    for hint, fn in cases.items():
+        feedback = check_shortcut_forward(fn)
+        assert not feedback and hint in feedback.message, (hint, feedback.message)
+    assert "option B" not in check_shortcut_forward(after_relu).message
 
 
 def test_experiment_design():
     assert check_experiment_design("b")
     wrong = check_experiment_design("a")
     assert not wrong and "generalization" in wrong.message
+    assert "one gap cannot show a trend" in check_experiment_design("c").message
+    assert "learning rate of 0" in check_experiment_design("d").message
     assert "first" in check_experiment_design(...).message
+
+
+def _spread(table):
+    norms = [row.norm for row in table.of_kind("weight")]
+    return math.log10(max(norms) / min(norms))
+
+
+def test_weight_spread():
+    right = check_weight_spread(_spread, 0.5)
+    assert right and "level" in right.message, right.message
+
+    def every_row(table):
+        norms = [row.norm for row in table.rows]
+        return math.log10(max(norms) / min(norms))
+
+    def ratio(table):
+        norms = [row.norm for row in table.of_kind("weight")]
+        return max(norms) / min(norms)
+
+    cases = {
+        "wrong sign": (lambda table: -_spread(table), 1.0),
+        "log10": (ratio, 1.0),
+        "block-output rows": (every_row, 1.0),
+        "drift": (_spread, 4.0),
+        "more than a decade off": (_spread, 10.0),
+        "should be a number": (_spread, "level"),
+        "not attempted": (_spread, ...),
+    }
+    for hint, (fn, guess) in cases.items():
+        feedback = check_weight_spread(fn, guess)
+        assert not feedback and hint in feedback.message, (hint, feedback.message)
+    assert "not attempted" in check_weight_spread(lambda table: ..., 1.0).message

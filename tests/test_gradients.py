@@ -176,7 +176,7 @@ def test_plain_net_without_bn_vanishes_where_the_resnet_does_not():
 
 
 def test_exercise_checks_give_feedback_and_never_raise():
-    from resnet_edu.exercises.gradient_flow import check_shortcut_forward, check_smallest_gradient
+    from resnet_edu.exercises.gradient_flow import check_shortcut_forward, check_weight_spread
     from resnet_edu.shortcuts import ZeroPadShortcut
 
     def after_relu(block, x):  # the shortcut in the wrong place: ReLU(F(x)) + x
@@ -186,10 +186,10 @@ def test_exercise_checks_give_feedback_and_never_raise():
         return out + x
 
     wrong = check_shortcut_forward(after_relu)
-    assert not wrong and "BEFORE the final ReLU" in wrong.message
+    assert not wrong and "AFTER the block's last ReLU" in wrong.message
     assert "not attempted" in check_shortcut_forward(lambda block, x: ...).message
-    assert not check_smallest_gradient(lambda table: "fc", "output")
-    assert "'input' or 'output'" in check_smallest_gradient(lambda t: "fc", "left").message
+    assert not check_weight_spread(lambda table: 1.0, 20.0)
+    assert "one number" in check_weight_spread(lambda table: "fc", 1.0).message
 
 
 def _table(weights: list[float], blocks: list[float]) -> GradientNorms:

@@ -15,10 +15,10 @@ def _seed():
 @pytest.fixture(scope="module")
 def one_thread():
     """For modules of many tiny convs: one thread avoids thread-pool overhead."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    from resnet_edu.exercises import one_thread as single_thread
+
+    with single_thread():
+        yield
 
 
 @pytest.fixture(scope="session")

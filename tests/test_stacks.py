@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from resnet_edu.blocks import BasicBlock, PlainPreActBlock, PreActBlock
+from resnet_edu.exercises import nontrivial_batchnorms
 from resnet_edu.stacks import (
     LinearBlock,
     LinearStack,
@@ -27,12 +28,7 @@ def _stack(block, depth=4, channels=6):
 
 def _randomize_norms(stack):
     # BatchNorm starts as the identity map; random affine and running stats make F non-trivial
-    for m in stack.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.normal_(0, 0.3)
-            m.running_mean.normal_(0, 0.3)
-            m.running_var.uniform_(0.5, 2.0)
+    nontrivial_batchnorms(stack, spread=0.3)
     return stack
 
 

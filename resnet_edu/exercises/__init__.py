@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 
 class NotYet(Exception):
@@ -60,6 +61,19 @@ def close(actual: float, expected: float, rel: float = 1e-4, abs_: float = 1e-6)
     return abs(actual - expected) <= max(abs_, rel * abs(expected))
 
 
+def require_prediction(guess: object, what: str) -> None:
+    """NotYet while the prediction cell still holds `...`: call it before measuring anything."""
+    if guess is Ellipsis:
+        raise NotYet(f"write down your prediction of {what} first (replace the `...`), then "
+                     "run this cell again: the point is to commit before you look")
+
+
+def require_choice(guess: object, options: tuple[str, ...], what: str) -> None:
+    """NotYet while the choice cell still holds `...`: call it before measuring anything."""
+    if guess is Ellipsis:
+        raise NotYet(f"choose {what} first: one of {', '.join(map(repr, options))}")
+
+
 def judge_prediction(guess: object, actual: float, *, what: str, rel: float = 0.25,
                      why: str = "") -> str:
     """Compare a student's numeric prediction with the measured value, inside a check.
@@ -67,9 +81,7 @@ def judge_prediction(guess: object, actual: float, *, what: str, rel: float = 0.
     Returns the success message, or raises NotYet saying how far off the guess is and in
     which direction. `why` is the one-line explanation shown in both cases.
     """
-    if guess is Ellipsis:
-        raise NotYet(f"write down your prediction of {what} first (replace the `...`), then "
-                     "run this cell again: the point is to commit before you look")
+    require_prediction(guess, what)
     if isinstance(guess, bool) or not isinstance(guess, (int, float)):
         raise NotYet(f"your prediction of {what} should be a number, got {guess!r}")
     tail = f" {why}" if why else ""
@@ -83,8 +95,7 @@ def judge_prediction(guess: object, actual: float, *, what: str, rel: float = 0.
 def judge_choice(guess: object, right: str, options: tuple[str, ...], *, what: str,
                  why: str = "") -> str:
     """Compare a student's choice among `options` with the right one, inside a check."""
-    if guess is Ellipsis:
-        raise NotYet(f"choose {what} first: one of {', '.join(map(repr, options))}")
+    require_choice(guess, options, what)
     if not isinstance(guess, str) or guess.strip().lower() not in {o.lower() for o in options}:
         raise NotYet(f"{what} should be one of {', '.join(map(repr, options))}, got {guess!r}")
     tail = f" {why}" if why else ""
@@ -103,3 +114,19 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def nontrivial_batchnorms(module: nn.Module, spread: float, running_var: bool = True) -> None:
+    """Give every BatchNorm2d in `module` random affine parameters and running statistics.
+
+    A fresh BatchNorm is the identity in eval mode, so a check's block with fresh norms cannot
+    tell a swapped BN/ReLU order or a missing BatchNorm from the right answer. Draws from the
+    global random state: call it under the check's own seed.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, spread)
+            m.running_mean.normal_(0, spread)
+            if running_var:
+                m.running_var.uniform_(0.5, 2.0)

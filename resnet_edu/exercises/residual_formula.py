@@ -16,18 +16,14 @@ import torch
 from ..blocks import BasicBlock, PreActBlock
 from ..models import resnet18
 from ..stacks import LinearStack, expected_rms_gain, jacobian_gains
-from . import NotYet, close, exercise, judge_choice
+from . import NotYet, close, exercise, judge_choice, nontrivial_batchnorms
 
 
 def _seeded_preact_block(channels: int = 8) -> PreActBlock:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
         block = PreActBlock(channels, channels).double().eval()
-        for m in block.modules():  # non-trivial BatchNorms, so F(x) != 0
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.data.uniform_(0.5, 1.5)
-                m.bias.data.normal_(0, 0.2)
-                m.running_mean.normal_(0, 0.2)
+        nontrivial_batchnorms(block, spread=0.2, running_var=False)  # so that F(x) != 0
     return block
 
 

@@ -13,11 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import nn
 
 from ..blocks import BasicBlock
 from ..locations import load_results
-from . import NotYet, exercise, judge_choice
+from . import NotYet, exercise, judge_choice, nontrivial_batchnorms
 
 RUN = "degradation_cpu.json"
 PLAIN_NETS = ("plain-20", "plain-56")
@@ -51,12 +50,7 @@ def _library_block(inplanes: int, planes: int, stride: int, residual: bool) -> B
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(100 * planes + stride)
         block = BasicBlock(inplanes, planes, stride, residual=residual).double()
-        for m in block.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.data.uniform_(0.5, 1.5)
-                m.bias.data.normal_(0, 0.5)
-                m.running_mean.normal_(0, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
+        nontrivial_batchnorms(block, spread=0.5)
     return block
 
 
@@ -81,8 +75,8 @@ def _name(block: BasicBlock) -> str:
     return f"{kind}({block.inplanes}, {block.planes}{stride})"
 
 
-def _branch(b: BasicBlock, x: torch.Tensor, slip: str = "") -> torch.Tensor:
-    """F(x) = bn2(conv2(relu(bn1(conv1(x))))), or F with one of the usual slips."""
+def _branch(b: BasicBlock, x: torch.Tensor, slip: str) -> torch.Tensor:
+    """F(x) with one of the usual slips (the right F is the block's own `residual_branch`)."""
     relu = torch.relu
     if slip == "relu_then_bn":  # ReLU before BatchNorm
         return b.bn2(b.conv2(b.bn1(relu(b.conv1(x)))))
@@ -90,11 +84,7 @@ def _branch(b: BasicBlock, x: torch.Tensor, slip: str = "") -> torch.Tensor:
         return b.bn2(b.conv2(b.bn1(b.conv1(x))))
     if slip == "no_bn":
         return b.conv2(relu(b.conv1(x)))
-    return b.bn2(b.conv2(relu(b.bn1(b.conv1(x)))))
-
-
-def _shortcut(b: BasicBlock, x: torch.Tensor) -> torch.Tensor:
-    return x if b.downsample is None else b.downsample(x)
+    raise ValueError(f"unknown slip {slip!r}")
 
 
 BRANCH_HINTS = {
@@ -110,14 +100,15 @@ BRANCH_HINTS = {
 def _plain_slips(b: BasicBlock, x: torch.Tensor) -> dict[str, torch.Tensor]:
     relu = torch.relu
     slips = {slip: relu(_branch(b, x, slip)) for slip in BRANCH_HINTS}
-    slips["plain_no_final_relu"] = _branch(b, x)
-    if _branch(b, x).shape == x.shape:
-        slips["added_x"] = relu(_branch(b, x) + x)
+    f = b.residual_branch(x)
+    slips["plain_no_final_relu"] = f
+    if f.shape == x.shape:
+        slips["added_x"] = relu(f + x)
     return slips
 
 
 def _residual_slips(b: BasicBlock, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    relu, f, s = torch.relu, _branch(b, x), _shortcut(b, x)
+    relu, f, s = torch.relu, b.residual_branch(x), b.shortcut(x)
     slips = {slip: relu(_branch(b, x, slip) + s) for slip in BRANCH_HINTS}
     slips |= {"relu_before_add": relu(f) + s, "relu_before_and_after": relu(relu(f) + s),
               "no_final_relu": f + s, "no_shortcut": relu(f)}
@@ -185,7 +176,7 @@ def _shape_error(e: RuntimeError, block: BasicBlock, x: torch.Tensor) -> NotYet 
     if "must match the size" not in str(e) or block.downsample is None:
         return None
     with torch.no_grad():
-        f = _branch(block, x)
+        f = block.residual_branch(x)
     return NotYet(f"on {_name(block)} your addition fails: F(x) has shape {tuple(f.shape)} "
                   f"but x has {tuple(x.shape)}. Where the shapes differ the shortcut is not x "
                   "but block.downsample(x), the 1x1 projection W_s x")
@@ -204,7 +195,7 @@ def _compare(answer: Forward, residual: bool) -> str:
             try:
                 got = _run(answer, yours, x)
             except RuntimeError as e:
-                hint = _shape_error(e, yours, x)
+                hint = _shape_error(e, reference, x)  # the copy that runs the library's F
                 if hint is None:
                     raise
                 raise hint from None

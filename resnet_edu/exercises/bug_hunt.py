@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..diagnostics import diagnose
-from . import NotYet, close, exercise, judge_choice, one_thread
+from . import NotYet, close, exercise, judge_choice, one_thread, require_prediction
 from .bugs import SUSPECTS, GoodBlock, TinyResNet, evaluate_correctly
 from .shapes import judge_shortcut
 
@@ -252,10 +252,8 @@ def first_block_side(side: int) -> int:
 @exercise
 def check_stem_prediction(guess: object, side: int = 96) -> str:
     """Prediction: the side of the maps `resnet18`'s first block sees for a side x side image."""
+    require_prediction(guess, f"the side of the maps for a {side}x{side} image")
     actual = first_block_side(side)
-    if guess is Ellipsis:
-        raise NotYet("write down your prediction first (replace the `...`), then run this cell "
-                     "again: the point is to commit before you look")
     if isinstance(guess, bool) or not isinstance(guess, (int, float)):
         raise NotYet(f"your prediction should be one number, the height (= width) in pixels; "
                      f"got {guess!r}")

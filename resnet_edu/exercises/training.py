@@ -15,7 +15,7 @@ from ..data import load_sample
 from ..live import smoothed_loss_floor
 from ..recipe import TrainConfig, build_model, lr_at, param_groups, preset, train_resolution
 from ..train import fit
-from . import NotYet, close, exercise, judge_prediction, one_thread
+from . import NotYet, close, exercise, one_thread, require_prediction
 
 
 def _small_model() -> nn.Module:
@@ -275,8 +275,7 @@ def check_loss_floor_prediction(guess: object, label_smoothing: float, classes: 
     eps = label_smoothing
     true, other = 1 - eps + eps / classes, eps / classes
     what = "the lowest training loss against the smoothed targets"
-    if guess is Ellipsis:
-        return judge_prediction(guess, 0.0, what=what)  # "write down your prediction first"
+    require_prediction(guess, what)
     if isinstance(guess, bool) or not isinstance(guess, (int, float)):
         raise NotYet(f"your prediction of {what} should be a number (in nats), got {guess!r}")
     floor = smoothed_loss_floor(eps, classes)

@@ -16,7 +16,16 @@ from ..ensembles import lesion_each_block
 from ..ensembles import routed_forward as library_routed_forward
 from ..models import cifar_resnet
 from ..shattered import autocorrelation, fc_net, input_gradients, sweep_depths
-from . import NotYet, close, exercise, judge_choice, judge_prediction, one_thread
+from . import (
+    NotYet,
+    close,
+    exercise,
+    judge_choice,
+    judge_prediction,
+    one_thread,
+    require_choice,
+    require_prediction,
+)
 
 
 def _sequences() -> dict[str, torch.Tensor]:
@@ -123,8 +132,7 @@ def check_shattering_prediction(choice: object, measured: float | None = None) -
     over 2 initializations; section 1 takes 4). The nearest of the three choices is right.
     """
     what = "r[1] of plain-bn at 50 layers"
-    if choice is Ellipsis:  # nothing to compare yet: don't spend time measuring
-        return judge_choice(choice, "", tuple(R1_CHOICES), what=what)
+    require_choice(choice, tuple(R1_CHOICES), what)  # before measuring: nothing to compare yet
     if measured is None:  # two initializations on one thread: under a second on a CPU
         with one_thread():
             measured = sweep_depths((50,), ("plain-bn",), seeds=2)["plain-bn"][0]
@@ -143,8 +151,7 @@ def check_lesion_prediction(percent: object, measured: list[float] | None = None
     the check measures them on the first 100 test images of the shipped sample.
     """
     what = "plain-20's accuracy with one block deleted (%, mean over the nine blocks)"
-    if percent is Ellipsis:
-        return judge_prediction(percent, 0.0, what=what)
+    require_prediction(percent, what)
     if isinstance(percent, (int, float)) and not isinstance(percent, bool) and 0 < percent < 1:
         raise NotYet(f"the prediction is asked in percent (chance is 10 %), and you wrote "
                      f"{percent:g}: did you mean {100 * percent:g} %? Write "

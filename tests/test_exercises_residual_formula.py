@@ -26,12 +26,41 @@ def test_make_identity_accepts_zeroing_the_last_conv():
     assert isinstance(fb, Feedback) and fb.passed, fb
 
 
-def test_make_identity_accepts_zeroing_the_whole_last_norm():
+def test_make_identity_refuses_a_zeroed_last_norm_whose_branch_cannot_learn():
+    # bn2 at zero (or pushed below zero) feeds ReLU a non-positive input: F(x) = 0, so the
+    # block is the identity, but ReLU's derivative there is 0 and no weight of F ever gets a
+    # gradient again (blocks.py, PreActBlock.last_layer)
     def zero_bn2(block):
         nn.init.zeros_(block.bn2.weight)
         nn.init.zeros_(block.bn2.bias)
 
-    assert check_make_identity(zero_bn2).passed
+    def negative_bn2(block):
+        nn.init.zeros_(block.bn2.weight)
+        nn.init.constant_(block.bn2.bias, -1.0)
+
+    def zero_module(block):
+        class Zero(nn.Module):
+            def forward(self, x):
+                return torch.zeros_like(x)
+
+        block.bn2 = Zero()
+
+    for answer in (zero_bn2, negative_bn2, zero_module):
+        feedback = check_make_identity(answer)
+        assert not feedback.passed, answer.__name__
+        assert "is the identity" in feedback.message and "gradient" in feedback.message
+        assert "derivative of a ReLU" in feedback.message
+        assert "conv2" not in feedback.message  # the hint does not give the answer away
+
+
+def test_make_identity_refuses_a_frozen_layer():
+    def frozen(block):
+        nn.init.zeros_(block.conv2.weight)
+        block.conv2.weight.requires_grad_(False)
+
+    feedback = check_make_identity(frozen)
+    assert not feedback.passed and "conv2.weight no longer requires a gradient" in \
+        feedback.message
 
 
 def test_make_identity_explains_what_is_wrong():
@@ -117,7 +146,8 @@ def test_expected_gain():
     additive = check_expected_gain(lambda s, d, r: 1 + d * s if r else s**d)
     assert "multiply" in additive.message
     bound = check_expected_gain(lambda s, d, r: (1 + s) ** d if r else s**d)
-    assert "upper bound" in bound.message
+    assert "pointed along v" in bound.message
+    assert "E[v" not in bound.message  # the hint does not spell out the derivation
     assert "plain stack" in check_expected_gain(lambda s, d, r: 1.0).message
     assert "return a float" in check_expected_gain(lambda s, d, r: "1").message
 

@@ -72,9 +72,34 @@ def check_make_identity(make_identity: Callable[[PreActBlock], object]) -> str:
         raise NotYet(f"you changed {layers.pop()}, but F(x) is still not zero (max |F(x)| = "
                      f"{f.abs().max().item():.2g}). Zeroing a layer's weight does not always "
                      "zero its output: what does a BatchNorm with zero weight still add?")
-    return (f"with {layers.pop()} zeroed, F(x) = 0 and the block is exactly the identity. "
-            "This is the 'easy default' of He et al. 2015: a block that is not needed can "
-            "learn to vanish.")
+    layer = layers.pop()
+    frozen = sorted(n for n, p in block.named_parameters() if not p.requires_grad)
+    if frozen:
+        raise NotYet(f"{frozen[0]} no longer requires a gradient, so training could never "
+                     "change it again; change the values of a layer's parameters and leave "
+                     "requires_grad alone")
+    if not _branch_can_learn(block, x):
+        raise NotYet(f"with {layer} changed the block is the identity, but no weight of F "
+                     "gets a gradient any more, so training can never grow the branch again. "
+                     "Follow the gradient back from F's output: what is the derivative of a "
+                     "ReLU whose input is 0 (or below)?")
+    return (f"with {layer} zeroed, F(x) = 0 and the block is exactly the identity, and "
+            "the layer you zeroed still gets a gradient, so training can grow F again. This "
+            "is the 'easy default' of He et al. 2015: a block that is not needed can learn "
+            "to vanish.")
+
+
+def _branch_can_learn(block: PreActBlock, x: torch.Tensor) -> bool:
+    """Whether some parameter of F gets a nonzero gradient from a random loss on F(x)."""
+    params = list(block.parameters())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        f = block.residual_branch(x)
+        g = torch.randn_like(f)
+    if not f.requires_grad:  # F's output no longer depends on any parameter
+        return False
+    grads = torch.autograd.grad(f, params, grad_outputs=g, allow_unused=True)
+    return any(gr is not None and gr.abs().max().item() > 0 for gr in grads)
 
 
 def _projection(block: BasicBlock) -> int:
@@ -173,7 +198,7 @@ def check_predict_gradient(
 
 @exercise
 def check_expected_gain(gain: Callable[[float, int, bool], float]) -> str:
-    """Exercise 5: the expected RMS gain of a plain and of a residual linear stack."""
+    """Exercise 5: the RMS gain, sqrt(E||J v||^2 / ||v||^2), of a plain and a residual stack."""
     cases = [(0.5, 10), (1.0, 4), (0.2, 50), (1.5, 3)]
     for residual in (False, True):
         for scale, depth in cases:
@@ -194,15 +219,16 @@ def check_expected_gain(gain: Callable[[float, int, bool], float]) -> str:
                              "E||J v||^2 / ||v||^2, the expected *squared* gain; the gain is "
                              "its square root")
             if residual and close(got, (1 + scale) ** depth, rel=1e-6):
-                raise NotYet("(1 + scale)^depth is an upper bound, not the typical gain: "
-                             "E||(I + W)v||^2 = ||v||^2 + 2 E[v.Wv] + E||Wv||^2, and "
-                             "E[v.Wv] = 0")
+                raise NotYet("(1 + scale)^depth would be the gain if W v always pointed "
+                             "along v, so that the two lengths add; it does not. Expand "
+                             "||(I + W)v||^2 into its terms and take the expectation of each")
             raise NotYet(f"for the {kind} stack with scale={scale}, depth={depth} you gave "
                          f"{got:.4g}; expected {want:.4g}. Start from what one block does "
                          "to E||v||^2, then repeat depth times")
-    return ("plain: scale^depth, residual: (1 + scale^2)^(depth/2). The plain gain collapses "
-            "(or explodes) geometrically; the residual one never collapses but still grows, "
-            "which is why ResNets also need BatchNorm and a careful initialization.")
+    return ("plain: scale^depth, residual: (1 + scale^2)^(depth/2). The plain RMS gain "
+            "collapses or explodes geometrically unless scale = 1; the residual one never "
+            "falls below 1 but grows with depth, faster the larger the branches: the identity "
+            "guarantees a path, not a well-scaled one.")
 
 
 GAIN_OPTIONS = ("plain", "residual", "about the same")

@@ -1,16 +1,23 @@
-"""The checks of notebook 04's training epoch and loss-floor prediction: the solution passes,
-each typical mistake in an epoch gets its own hint, an unanswered cell is "not attempted"."""
+"""The checks of notebook 04's exercises (the training epoch, which parameters get weight decay,
+the one-cycle schedule) and its loss-floor prediction: the solutions pass, each typical wrong
+answer gets its own hint in the notebook's words, an unanswered cell is "not attempted"."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 import torch.nn.functional as F
+from torch import nn
 
 from resnet_edu.exercises.training import (
+    ONE_CYCLE_CASES,
     check_loss_floor_prediction,
+    check_one_cycle,
+    check_split_parameters,
     check_train_one_epoch,
     epoch_parts,
     fit_one_epoch,
+    parameter_kinds,
 )
 from resnet_edu.live import smoothed_loss_floor
 
@@ -164,8 +171,106 @@ def test_own_loss_hint_names_the_given_smoothing():
     assert not fb and "label smoothing, 0.1, as printed above" in fb.message, fb.message
 
 
+# --- Exercise 3: the one-cycle schedule ----------------------------------------------------
+
+def one_cycle_right(step, total, peak, frac):
+    warm = round(frac * total)
+    if step < warm:
+        return peak * (step + 1) / warm
+    return peak * (1 - (step - warm) / max(1, total - warm - 1))
+
+
+def one_cycle_other_form(step, total, peak, frac):
+    """The same rule written another way: a line through two points per phase."""
+    warm = round(frac * total)
+    if step < warm:
+        return peak / warm + (peak - peak / warm) * step / max(1, warm - 1)
+    last = total - 1
+    return peak * (last - step) / (last - warm)
+
+
+def starts_at_zero(step, total, peak, frac):
+    warm = round(frac * total)
+    if step < warm:
+        return peak * step / warm
+    return peak * (1 - (step - warm) / max(1, total - warm - 1))
+
+
+def ends_above_zero(step, total, peak, frac):
+    warm = round(frac * total)
+    if step < warm:
+        return peak * (step + 1) / warm
+    return peak * (1 - (step - warm) / (total - warm))
+
+
+def truncates_warmup(step, total, peak, frac):
+    warm = int(frac * total)
+    if step < warm:
+        return peak * (step + 1) / warm
+    return peak * (1 - (step - warm) / max(1, total - warm - 1))
+
+
+def divides_by_warm_always(step, total, peak, frac):
+    warm = round(frac * total)
+    up = peak * (step + 1) / warm
+    return up if step < warm else peak * (1 - (step - warm) / max(1, total - warm - 1))
+
+
+def cosine_decay(step, total, peak, frac):
+    import math
+
+    warm = round(frac * total)
+    if step < warm:
+        return peak * (step + 1) / warm
+    return peak * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm - 1)))
+
+
+def skips_the_peak(step, total, peak, frac):
+    warm = round(frac * total)
+    if step < warm:
+        return peak * (step + 1) / warm
+    return peak * (1 - (step - warm + 1) / (total - warm))
+
+
+def peaks_one_step_late(step, total, peak, frac):
+    warm = round(frac * total)
+    if step < warm:
+        return peak * (step + 1) / (warm + 1)
+    return peak * (1 - (step - warm) / max(1, total - warm - 1))
+
+
+def returns_a_list(step, total, peak, frac):
+    return [one_cycle_right(step, total, peak, frac)]
+
+
+def one_cycle_unanswered(step, total, peak, frac):
+    raise NotImplementedError
+
+
+def test_one_cycle_accepts_the_rule_written_two_ways():
+    assert check_one_cycle(one_cycle_right)
+    assert check_one_cycle(one_cycle_other_form)
+    assert check_one_cycle(lambda *a: torch.tensor(one_cycle_right(*a)))  # a 0-d tensor
+
+
+@pytest.mark.parametrize("answer, hint", [
+    (starts_at_zero, "step 0 ran at rate 0"),
+    (ends_above_zero, "the last step, step 99, should be at 0"),
+    (truncates_warmup, "rounded to 4, not truncated"),
+    (divides_by_warm_always, "no warm-up steps (warm = 0)"),
+    (cosine_decay, "the decay should be linear"),
+    (skips_the_peak, "step 20, should be at peak_lr"),
+    (peaks_one_step_late, "the last warm-up step, step 19, should be at peak_lr"),
+    (returns_a_list, "return a number, got list"),
+    (one_cycle_unanswered, "not attempted"),
+], ids=lambda v: getattr(v, "__name__", "hint"))
+def test_one_cycle_names_each_wrong_decision(answer, hint):
+    fb = check_one_cycle(answer)
+    assert not fb and hint in fb.message, fb.message
+    assert "Error:" not in fb.message and "raised" not in fb.message  # the notebook's words
+
+
 def test_one_cycle_refuses_the_library_schedule():
-    from resnet_edu.exercises.training import check_one_cycle
     from resnet_edu.recipe import TrainConfig, lr_at
 
     def wrapped(step, total, peak, warmup):
@@ -179,18 +284,145 @@ def test_one_cycle_refuses_the_library_schedule():
 
     assert "calls lr_at" in check_one_cycle(nested).message
 
-    def own(step, total, peak, warmup):
-        warm = round(warmup * total)
-        if step < warm:
-            return peak * (step + 1) / warm
-        return peak * (1 - (step - warm) / max(1, total - warm - 1))
 
-    assert check_one_cycle(own)
+def test_one_cycle_cases_tell_round_from_int():
+    assert any(round(f * t) != int(f * t) for t, _, f in ONE_CYCLE_CASES)
+    assert any(round(f * t) == 0 for t, _, f in ONE_CYCLE_CASES)  # a schedule without warm-up
 
 
-def test_split_parameters_unanswered_is_not_attempted():
-    from resnet_edu.exercises.training import check_split_parameters
+# --- Exercise 2: which parameters get weight decay -------------------------------------------
 
-    assert "not attempted" in check_split_parameters(lambda model: None).message
-    fb = check_split_parameters(lambda model: [])
-    assert not fb and "pair" in fb.message
+def split_right(model):
+    decayed, not_decayed = [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            mixes = isinstance(module, (nn.Conv2d, nn.Linear)) and name == "weight"
+            (decayed if mixes else not_decayed).append(p)
+    return decayed, not_decayed
+
+
+def split_by_ndim(model):
+    return ([p for p in model.parameters() if p.ndim > 1],
+            [p for p in model.parameters() if p.ndim <= 1])
+
+
+def split_by_weight_name(model):  # BatchNorm's gamma is called `weight` too
+    named = list(model.named_parameters())
+    return ([p for n, p in named if n.endswith("weight")],
+            [p for n, p in named if not n.endswith("weight")])
+
+
+def split_convs_only(model):  # forgets the linear layer
+    convs = {id(m.weight) for m in model.modules() if isinstance(m, nn.Conv2d)}
+    return ([p for p in model.parameters() if id(p) in convs],
+            [p for p in model.parameters() if id(p) not in convs])
+
+
+def split_conv_in_name(model):  # the shortcut's 1x1 conv is called downsample.0
+    named = list(model.named_parameters())
+    return ([p for n, p in named if "conv" in n or n == "fc.weight"],
+            [p for n, p in named if not ("conv" in n or n == "fc.weight")])
+
+
+def split_by_resnet_names(model):  # right on ResNet-18, wrong on a net named 0.weight, ...
+    named = list(model.named_parameters())
+    keep = [n for n, _ in named if "bn" not in n and "downsample.1" not in n
+            and not n.endswith("bias")]
+    return ([p for n, p in named if n in keep], [p for n, p in named if n not in keep])
+
+
+def split_decays_biases(model):  # "no bias decay" forgotten for the linear bias
+    decayed = [p for p in model.parameters() if p.ndim > 1]
+    decayed += [m.bias for m in model.modules() if isinstance(m, nn.Linear)]
+    ids = {id(p) for p in decayed}
+    return decayed, [p for p in model.parameters() if id(p) not in ids]
+
+
+def split_decays_beta(model):
+    shifts = {id(m.bias) for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
+    decayed = [p for p in model.parameters() if p.ndim > 1 or id(p) in shifts]
+    return decayed, [p for p in model.parameters() if not (p.ndim > 1 or id(p) in shifts)]
+
+
+def split_everything(model):
+    return list(model.parameters()), []
+
+
+def split_swapped(model):
+    return split_right(model)[::-1]
+
+
+def split_named_pairs(model):
+    named = list(model.named_parameters())
+    return [(n, p) for n, p in named if p.ndim > 1], [(n, p) for n, p in named if p.ndim <= 1]
+
+
+def split_in_both(model):
+    return list(model.parameters()), [p for p in model.parameters() if p.ndim <= 1]
+
+
+def split_forgets_some(model):
+    return [p for p in model.parameters() if p.ndim > 1], [model.fc.bias]
+
+
+def split_wrapper(model):
+    from resnet_edu.recipe import param_groups
+
+    return tuple(g["params"] for g in param_groups(model, 5e-4))
+
+
+def split_unanswered(model):
+    ...
+
+
+def test_split_accepts_two_right_rules():
+    for answer in (split_right, split_by_ndim):
+        fb = check_split_parameters(answer)
+        assert fb and "21 weight tensors decayed" in fb.message, fb.message
+
+
+@pytest.mark.parametrize("answer, hint", [
+    (split_by_weight_name, "bn1.weight (4,) is a BatchNorm scale gamma"),
+    (split_convs_only, "fc.weight (10, 32) is the linear layer's matrix"),
+    (split_conv_in_name, "downsample.0.weight (8, 4, 1, 1) is the 1x1 conv kernel of a "
+                         "shortcut"),
+    (split_by_resnet_names, "on the check's second net"),
+    (split_decays_biases, "fc.bias (10,) is a linear bias"),
+    (split_decays_beta, "bn1.bias (4,) is a BatchNorm shift beta"),
+    (split_everything, "should not be decayed"),
+    (split_swapped, "the other way round"),
+    (split_named_pairs, "(name, parameter) pairs"),
+    (split_in_both, "is in both lists"),
+    (split_forgets_some, "in neither list"),
+    (split_wrapper, "calls param_groups"),
+    (split_unanswered, "not attempted"),
+], ids=lambda v: getattr(v, "__name__", "hint"))
+def test_split_names_each_wrong_decision(answer, hint):
+    fb = check_split_parameters(answer)
+    assert not fb and hint in fb.message, fb.message
+    assert "raised" not in fb.message  # a hint in the notebook's words, not an error
+
+
+def test_split_hints_show_what_decay_does():
+    """The hints measure what a wrong decision does: gamma and the linear matrix change the
+    output by 10 % when shrunk by 10 %, a conv kernel in front of BatchNorm by nothing."""
+    gamma = check_split_parameters(split_by_weight_name).message
+    assert "by 10 %" in gamma and "by less than 0.01 %" in gamma
+    assert "logits by 10 %" in check_split_parameters(split_convs_only).message
+    assert "lr / |w|^2" in check_split_parameters(split_conv_in_name).message
+
+
+def test_split_second_net_hint_names_its_parameter():
+    fb = check_split_parameters(split_by_resnet_names)
+    assert "1.weight (4,) is a BatchNorm scale gamma" in fb.message, fb.message
+
+
+def test_parameter_kinds_table():
+    from resnet_edu.models import resnet18_cifar
+
+    rows = parameter_kinds(resnet18_cifar(width=16))
+    kinds = {kind: count for kind, count, _, _ in rows}
+    assert kinds == {"conv kernel": 17, "BatchNorm scale (gamma)": 20,
+                     "BatchNorm shift (beta)": 20, "shortcut conv kernel (1x1)": 3,
+                     "linear matrix": 1, "linear bias": 1}
+    assert sum(kinds.values()) == len(list(resnet18_cifar(width=16).parameters()))

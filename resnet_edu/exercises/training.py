@@ -3,6 +3,7 @@ itself, are the oracle."""
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,34 +25,182 @@ def _small_model() -> nn.Module:
     return resnet18_cifar(width=4)
 
 
-@exercise
-def check_split_parameters(fn: Callable[[nn.Module], tuple[list, list]]) -> str:
-    """Exercise 2: `fn(model)` -> (decayed, not_decayed) parameter lists, as `param_groups`."""
-    model = _small_model()
+def _plain_net() -> nn.Module:
+    """The check's second net: a conv with a bias, BatchNorm, a linear layer, in a Sequential
+    whose parameter names (0.weight, 0.bias, 1.weight, ...) say nothing about their kind."""
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=True), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+
+
+# the kinds of parameter in the exercise's nets, and whether the recipe decays each
+_KINDS = {
+    "conv kernel": True, "shortcut conv kernel (1x1)": True, "linear matrix": True,
+    "BatchNorm scale (gamma)": False, "BatchNorm shift (beta)": False,
+    "conv bias": False, "linear bias": False,
+}
+
+
+def _kinds(model: nn.Module) -> dict[str, tuple[str, nn.Parameter]]:
+    """Every parameter of `model` by name, with its kind (a key of `_KINDS`)."""
+    kinds = {}
+    for mname, module in model.named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            name = f"{mname}.{pname}" if mname else pname
+            if isinstance(module, nn.Conv2d):
+                kind = ("conv bias" if pname == "bias" else
+                        "shortcut conv kernel (1x1)" if "downsample" in mname else "conv kernel")
+            elif isinstance(module, nn.Linear):
+                kind = "linear bias" if pname == "bias" else "linear matrix"
+            elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+                kind = "BatchNorm shift (beta)" if pname == "bias" else "BatchNorm scale (gamma)"
+            else:
+                raise TypeError(f"no kind for {name} in {type(module).__name__}")
+            kinds[name] = (kind, p)
+    return kinds
+
+
+def parameter_kinds(model: nn.Module) -> list[tuple[str, int, str, tuple[int, ...]]]:
+    """The kinds of parameter in `model`: (kind, how many tensors, an example name, its
+    shape), in the order they first appear. For the table above Exercise 2."""
+    rows: dict[str, list] = {}
+    for name, (kind, p) in _kinds(model).items():
+        if kind not in rows:
+            rows[kind] = [kind, 0, name, tuple(p.shape)]
+        rows[kind][1] += 1
+    return [tuple(r) for r in rows.values()]
+
+
+def _relative_change(before: torch.Tensor, after: torch.Tensor) -> float:
+    return float((after - before).norm() / before.norm())
+
+
+def _decay_effects() -> dict[str, float]:
+    """What one shrink by 10 % (what weight decay does, a little at a time) changes, measured
+    on the first block of a width-4 ResNet-18 in training mode: the output of its first
+    BatchNorm when the conv kernel in front of it shrinks, and when its scale gamma shrinks;
+    the logits when the final linear matrix shrinks."""
+    torch.manual_seed(0)
+    model = _small_model().train()
+    block = model.layer1[0]
+    x = torch.randn(16, 4, 8, 8)
+    with torch.no_grad():
+        out = block.bn1(block.conv1(x))
+        block.conv1.weight.mul_(0.9)
+        conv = _relative_change(out, block.bn1(block.conv1(x)))
+        block.conv1.weight.div_(0.9)
+        block.bn1.weight.mul_(0.9)
+        gamma = _relative_change(out, block.bn1(block.conv1(x)))
+        features = torch.randn(16, model.fc.in_features)
+        logits = model.fc(features)
+        model.fc.weight.mul_(0.9)
+        linear = _relative_change(logits, model.fc(features))
+    return {"conv": conv, "gamma": gamma, "linear": linear}
+
+
+def _percent(x: float) -> str:
+    return f"{100 * x:.0f} %" if x >= 0.005 else "less than 0.01 %"
+
+
+def _named_pairs(items: list) -> bool:
+    return any(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in items)
+
+
+def _judge_split(fn: Callable, model: nn.Module, where: str) -> tuple[int, int]:
+    """Raise NotYet naming the first wrong decision of `fn` on `model`; else the counts."""
     result = fn(model)
     if result is None:
         raise NotImplementedError
-    if not (isinstance(result, tuple) and len(result) == 2):
-        raise NotYet(f"return a pair (decayed, not_decayed), got {type(result).__name__}")
+    if not (isinstance(result, (tuple, list)) and len(result) == 2):
+        raise NotYet(f"return a pair of lists (decayed, not_decayed), got "
+                     f"{type(result).__name__}" + (f" of length {len(result)}"
+                                                   if isinstance(result, (tuple, list)) else ""))
     decay, no_decay = (list(r) for r in result)
-    expected_decay, expected_no = (g["params"] for g in param_groups(model, 1.0))
-    names = {id(p): n for n, p in model.named_parameters()}
+    if _named_pairs(decay + no_decay):
+        raise NotYet("your lists hold (name, parameter) pairs, as named_parameters() gives "
+                     "them: the optimizer wants the parameters alone.")
     if any(not isinstance(p, nn.Parameter) for p in decay + no_decay):
-        raise NotYet("both lists should hold the model's parameters (nn.Parameter objects)")
-    given = {id(p) for p in decay} | {id(p) for p in no_decay}
-    missing = [names[id(p)] for p in model.parameters() if id(p) not in given]
+        bad = next(p for p in decay + no_decay if not isinstance(p, nn.Parameter))
+        raise NotYet("both lists should hold the model's parameters (nn.Parameter objects), "
+                     f"found a {type(bad).__name__}")
+    kinds = _kinds(model)
+    name_of = {id(p): n for n, (_, p) in kinds.items()}
+    if any(id(p) not in name_of for p in decay + no_decay):
+        raise NotYet("your lists hold a parameter that is not one of this model's: build them "
+                     "from the model you are given")
+    in_decay, in_no = {id(p) for p in decay}, {id(p) for p in no_decay}
+    both = [n for n, (_, p) in kinds.items() if id(p) in in_decay & in_no]
+    if both:
+        raise NotYet(f"{where}{both[0]} is in both lists: each parameter goes in exactly one "
+                     "(the optimizer refuses a parameter that appears in two groups)")
+    if len(decay) != len(in_decay) or len(no_decay) != len(in_no):
+        raise NotYet(f"{where}a parameter appears twice in one list: each goes in once")
+    missing = [n for n, (_, p) in kinds.items() if id(p) not in in_decay | in_no]
     if missing:
-        raise NotYet(f"{len(missing)} parameters are in neither list, e.g. {missing[0]}: "
-                     "every parameter must go somewhere")
-    wrong = [names[id(p)] for p in decay if id(p) not in {id(q) for q in expected_decay}]
-    if wrong:
-        raise NotYet(f"{wrong[0]} (shape {tuple(dict(model.named_parameters())[wrong[0]].shape)}) "
-                     "should not be decayed: BN scales/shifts and biases are 1-D")
-    wrong = [names[id(p)] for p in no_decay if id(p) not in {id(q) for q in expected_no}]
-    if wrong:
-        raise NotYet(f"{wrong[0]} is a conv or linear weight: it should be decayed")
-    return (f"{len(decay)} weight tensors decayed, {len(no_decay)} BN/bias tensors not, "
-            "as the trainer does.")
+        raise NotYet(f"{where}{len(missing)} parameters are in neither list, e.g. "
+                     f"{missing[0]}: every parameter must go somewhere")
+    should = {id(p) for _, (kind, p) in kinds.items() if _KINDS[kind]}
+    if in_decay and in_decay == {id(p) for _, p in kinds.values()} - should:
+        raise NotYet("your pair is the other way round: return (decayed, not_decayed), the "
+                     "parameters that get weight decay first")
+    effect = _decay_effects()
+    for name, (kind, p) in kinds.items():
+        decayed = id(p) in in_decay
+        if decayed == _KINDS[kind]:
+            continue
+        shape = tuple(p.shape)
+        if kind == "BatchNorm scale (gamma)":
+            raise NotYet(
+                f"{where}{name} {shape} is a BatchNorm scale gamma (its name ends in "
+                "`.weight`, but it scales one channel, it mixes nothing): it should not be "
+                "decayed in this recipe. Decay on gamma shrinks what the net computes: 10 % "
+                f"less gamma changes its BatchNorm's output by {_percent(effect['gamma'])}, "
+                "while 10 % less of the conv kernel in front of it changes it by "
+                f"{_percent(effect['conv'])} (BatchNorm divides that scale out).")
+        if kind == "BatchNorm shift (beta)":
+            raise NotYet(f"{where}{name} {shape} is a BatchNorm shift beta, one offset per "
+                         "channel: it should not be decayed in this recipe (decay would pull "
+                         "every channel's offset toward 0, a constraint on what the net "
+                         "computes, not on a layer's weights).")
+        if kind in ("conv bias", "linear bias"):
+            raise NotYet(f"{where}{name} {shape} is a {kind}, one offset per output: it "
+                         "should not be decayed in this recipe (Bag of Tricks, Sec. 3.1, "
+                         "'no bias decay').")
+        if kind == "linear matrix":
+            raise NotYet(
+                f"{where}{name} {shape} is the linear layer's matrix, and it should be "
+                "decayed too. No BatchNorm follows it: 10 % less of it changes the logits by "
+                f"{_percent(effect['linear'])}, so decay on it limits how large the logits "
+                "grow.")
+        what = ("the 1x1 conv kernel of a shortcut" if kind.startswith("shortcut")
+                else "a conv kernel")
+        raise NotYet(
+            f"{where}{name} {shape} is {what}, and it should be decayed like every kernel "
+            "that mixes channels. With a BatchNorm after it, decay does not change what the "
+            f"layer computes (10 % less of it changes the BatchNorm's output by "
+            f"{_percent(effect['conv'])}), but without decay its norm grows during training "
+            "and the effective step size, lr / |w|^2, shrinks (van Laarhoven 2017).")
+    return len(decay), len(no_decay)
+
+
+@exercise
+def check_split_parameters(fn: Callable[[nn.Module], tuple[list, list]]) -> str:
+    """Exercise 2: `fn(model)` -> (decayed, not_decayed) parameter lists: conv and linear
+    weights decayed; BatchNorm scales and shifts and every bias not (as `param_groups`).
+    Checked on a width-4 ResNet-18 and on a small Sequential; a function that calls the
+    trainer's `param_groups` is refused."""
+    if "param_groups" in _names_used(fn):
+        raise NotYet("your function calls param_groups, the trainer's own split: the "
+                     "exercise is to decide, kind by kind, which parameters get decay.")
+    decay, no_decay = _judge_split(fn, _small_model(), "")
+    model = _small_model()
+    expected = [len(g["params"]) for g in param_groups(model, 1.0)]
+    assert expected == [decay, no_decay], "the kinds disagree with the trainer's param_groups"
+    _judge_split(fn, _plain_net(), "on the check's second net (a Sequential: conv with a "
+                 "bias, BatchNorm, linear; its parameters are named 0.weight, 0.bias, 1.weight, "
+                 "...), ")
+    return (f"{decay} weight tensors decayed (conv kernels, the shortcuts' 1x1 kernels, the "
+            f"linear matrix), {no_decay} not (BatchNorm scales and shifts, biases), on both "
+            "nets: the trainer's split.")
 
 
 def _names_used(fn: Callable) -> set[str]:
@@ -66,27 +215,110 @@ def _names_used(fn: Callable) -> set[str]:
     return names
 
 
+# the schedules the one-cycle check compares, step by step: (total_steps, peak_lr, warm-up
+# fraction); 13 x 0.3 = 3.9 warm-up steps tells round() from int()
+ONE_CYCLE_CASES = [(100, 0.4, 0.2), (37, 0.1, 0.25), (10, 1.0, 0.0), (250, 0.05, 0.5),
+                   (13, 0.3, 0.3)]
+
+
+def _schedule(fn: Callable, total: int, peak: float, warmup: float) -> list[float]:
+    rates = []
+    for step in range(total):
+        try:
+            got = fn(step, total, peak, warmup)
+        except NotImplementedError:
+            raise
+        except ZeroDivisionError as e:
+            if round(warmup * total) == 0:
+                raise NotYet(f"with warmup_fraction {warmup} there are no warm-up steps "
+                             f"(warm = 0), and your function divided by zero at step {step} "
+                             f"({e}): with no warm-up, the schedule starts its decay at "
+                             "step 0.") from None
+            raise NotYet(f"your function divided by zero at step {step} of {total} (peak "
+                         f"{peak}, warm-up fraction {warmup}): {e}") from None
+        except Exception as e:
+            raise NotYet(f"your function raised {type(e).__name__} at step {step} of {total} "
+                         f"(peak {peak}, warm-up fraction {warmup}): {e}") from None
+        if got is None or got is Ellipsis:
+            raise NotImplementedError
+        if isinstance(got, bool) or not (isinstance(got, (int, float)) or
+                                         (torch.is_tensor(got) and got.numel() == 1)):
+            raise NotYet(f"return a number, got {type(got).__name__}")
+        rates.append(float(got))
+    return rates
+
+
+def _same(a: float, b: float) -> bool:
+    return close(a, b, rel=1e-6, abs_=1e-9)
+
+
+def _judge_warmup(got: list[float], total: int, peak: float, warmup: float) -> None:
+    warm = round(warmup * total)
+    case = f"(total_steps {total}, peak_lr {peak}, warmup_fraction {warmup})"
+    truncated = int(warmup * total)
+    if truncated != warm:
+        config = TrainConfig(lr=peak, warmup=truncated / total, schedule="onecycle")
+        if all(_same(a, lr_at(i, total, config)) for i, a in enumerate(got)):
+            raise NotYet(f"{case}: your warm-up has {truncated} steps, but {warmup} x {total} "
+                         f"= {warmup * total:g} warm-up steps should be rounded to {warm}, "
+                         "not truncated: use round().")
+    if warm > 0 and _same(got[0], 0.0):
+        raise NotYet(f"{case}: step 0 ran at rate 0, a step that changes nothing. The "
+                     "warm-up's first step should already move the weights; the rise should "
+                     f"be linear and reach peak_lr on the last warm-up step, step {warm - 1}.")
+    if warm > 0 and not _same(got[warm - 1], peak):
+        raise NotYet(f"{case}: the last warm-up step, step {warm - 1}, should be at peak_lr "
+                     f"= {peak:g}, got {got[warm - 1]:.5g}. Count the warm-up steps: the rise "
+                     "is linear, in equal increments, and step 0 is the first of them.")
+    rises = [b - a for a, b in itertools.pairwise(got[:warm])]
+    if warm > 1 and not all(_same(d, rises[0]) for d in rises):
+        raise NotYet(f"{case}: the warm-up should be linear (equal increments), but your "
+                     f"increments go from {rises[0]:.3g} to {rises[-1]:.3g}.")
+    if warm > 1 and not _same(got[0], rises[0]):
+        raise NotYet(f"{case}: the warm-up should be linear from 0, one equal increment per "
+                     f"step (step 0 one increment up), but step 0 is at {got[0]:.5g} and "
+                     f"each step adds {rises[0]:.5g}.")
+
+
+def _judge_decay(got: list[float], total: int, peak: float, warmup: float) -> None:
+    warm = round(warmup * total)
+    case = f"(total_steps {total}, peak_lr {peak}, warmup_fraction {warmup})"
+    if not _same(got[warm], peak):
+        raise NotYet(f"{case}: the first step after the warm-up, step {warm}, should be at "
+                     f"peak_lr = {peak:g}, got {got[warm]:.5g}: the decay starts from the "
+                     "peak.")
+    if not _same(got[-1], 0.0):
+        raise NotYet(f"{case}: the last step, step {total - 1}, should be at 0, got "
+                     f"{got[-1]:.5g}: the run ends before the rate has annealed to 0. Count "
+                     f"the steps from step {warm} (the peak) to step {total - 1} (zero).")
+    falls = [a - b for a, b in itertools.pairwise(got[warm:])]
+    if falls and not all(_same(d, falls[0]) for d in falls):
+        raise NotYet(f"{case}: the decay should be linear (equal decrements), but yours go "
+                     f"from {falls[0]:.3g} to {max(falls):.3g}: a curve, not a straight line.")
+
+
 @exercise
 def check_one_cycle(fn: Callable[[int, int, float, float], float]) -> str:
     """Exercise 3: `fn(step, total_steps, peak_lr, warmup_fraction)` -> the one-cycle lr,
-    written out (a function that calls the library's `lr_at` is refused)."""
+    written out (a function that calls the library's `lr_at` is refused). Compared at every
+    step of `ONE_CYCLE_CASES`; a wrong schedule is told which rule it breaks."""
     if "lr_at" in _names_used(fn):
         raise NotYet("your function calls lr_at, the library's own schedule: the exercise is "
                      "to write the rule yourself, from the description above.")
-    cases = [(100, 0.4, 0.2), (37, 0.1, 0.25), (10, 1.0, 0.0), (250, 0.05, 0.5)]
-    for total, peak, warmup in cases:
+    for total, peak, warmup in ONE_CYCLE_CASES:
+        got = _schedule(fn, total, peak, warmup)
         config = TrainConfig(lr=peak, warmup=warmup, schedule="onecycle")
-        for step in range(total):
-            want = lr_at(step, total, config)
-            got = fn(step, total, peak, warmup)
-            if not isinstance(got, (int, float)) and not torch.is_tensor(got):
-                raise NotYet(f"return a number, got {type(got).__name__}")
-            if not close(float(got), want, rel=1e-6, abs_=1e-9):
-                phase = "warm-up" if step < round(warmup * total) else "decay"
-                raise NotYet(f"at step {step} of {total} (peak {peak}, warm-up fraction "
-                             f"{warmup}, in the {phase}) the lr should be {want:.5g}, "
-                             f"got {float(got):.5g}")
-    return "your schedule matches the trainer's one-cycle rule at every step."
+        want = [lr_at(step, total, config) for step in range(total)]
+        if all(_same(a, b) for a, b in zip(got, want, strict=True)):
+            continue
+        _judge_warmup(got, total, peak, warmup)
+        _judge_decay(got, total, peak, warmup)
+        step = next(i for i, (a, b) in enumerate(zip(got, want, strict=True)) if not _same(a, b))
+        phase = "warm-up" if step < round(warmup * total) else "decay"
+        raise NotYet(f"at step {step} of {total} (peak {peak}, warm-up fraction {warmup}, in "
+                     f"the {phase}) the lr should be {want[step]:.5g}, got {got[step]:.5g}")
+    return ("your schedule matches the trainer's one-cycle rule at every step of "
+            f"{len(ONE_CYCLE_CASES)} schedules.")
 
 
 # --- one training epoch, written by the student, checked against `fit` ----------------------

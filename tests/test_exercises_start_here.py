@@ -59,14 +59,22 @@ def test_an_unanswered_cell_is_not_attempted():
 
 
 SLIPS = {
+    # each wrong decision about the ReLU and the addition: the rule it breaks, measured
     "ReLU before the addition": (
-        lambda b, x: b.relu(_branch(b, x)) + _shortcut(b, x), "ReLU comes too early"),
+        lambda b, x: b.relu(_branch(b, x)) + _shortcut(b, x), "branch can only add"),
     "ReLU before and after": (
-        lambda b, x: b.relu(b.relu(_branch(b, x)) + _shortcut(b, x)), "one ReLU too many"),
+        lambda b, x: b.relu(b.relu(_branch(b, x)) + _shortcut(b, x)), "two ReLUs after conv2"),
     "missing final ReLU": (
-        lambda b, x: _branch(b, x) + _shortcut(b, x), "final ReLU is missing"),
+        lambda b, x: _branch(b, x) + _shortcut(b, x), "outputs are negative"),
     "forgot the shortcut": (
-        lambda b, x: b.relu(_branch(b, x)), "shortcut is missing"),
+        lambda b, x: b.relu(_branch(b, x)), "does not pass its input through"),
+    "addition before bn2": (
+        lambda b, x: b.relu(b.bn2(b.conv2(b.relu(b.bn1(b.conv1(x)))) + _shortcut(b, x))),
+        "BN after addition"),
+    "addition between the convolutions": (
+        lambda b, x: b.relu(b.bn2(b.conv2(b.relu(b.bn1(b.conv1(x))) + _shortcut(b, x))))
+        if b.downsample is None else b.relu(_branch(b, x) + _shortcut(b, x)),
+        "does not pass its input through"),
     "x instead of downsample(x)": (
         lambda b, x: b.relu(_branch(b, x) + x), "not x but block.downsample(x)"),
     "downsample(x) everywhere": (
@@ -97,8 +105,9 @@ def test_each_slip_in_the_residual_forward_gets_its_own_hint(name):
 
 
 def test_other_wrong_residual_answers_are_located():
-    assert "differs from the library block's" in check_basic_block_forward(
-        lambda b, x: 2 * right_forward(b, x)).message
+    assert "differs from BasicBlock's" in check_basic_block_forward(  # keeps rules 4 to 6
+        lambda b, x: b.relu(2 * _branch(b, x) + _shortcut(b, x))).message
+    assert "(rule 4)" in check_basic_block_forward(lambda b, x: 2 * right_forward(b, x)).message
     assert "shape" in check_basic_block_forward(lambda b, x: right_forward(b, x)[:1, :3]).message
     assert "as a tensor" in check_basic_block_forward(lambda b, x: [1.0]).message
 
@@ -114,7 +123,7 @@ def test_other_wrong_residual_answers_are_located():
 
 def test_each_slip_in_the_plain_forward_gets_its_own_hint():
     cases = {
-        "final ReLU is missing": lambda b, x: _branch(b, x),
+        "outputs are negative": lambda b, x: _branch(b, x),
         "no shortcut": lambda b, x: b.relu(_branch(b, x) + x),
         "BatchNorm and ReLU are swapped":
             lambda b, x: b.relu(b.bn2(b.conv2(b.bn1(b.relu(b.conv1(x)))))),
@@ -146,3 +155,19 @@ def test_calling_the_library_block_is_refused(answer, called):
         feedback = check(answer)
         assert not feedback.passed, (check.__name__, feedback)
         assert f"calls block.{called}(x)" in feedback.message and "yourself" in feedback.message
+
+
+def test_each_wrong_decision_names_its_rule_and_what_the_check_measured():
+    """The residual block's rules 4 to 6 (identity when F = 0, a non-negative output, a
+    branch of both signs) come with the number the check measured, and the paper's result
+    for the variants He et al. 2016 tried (Table 2, ResNet-110)."""
+    early = check_basic_block_forward(SLIPS["ReLU before the addition"][0]).message
+    assert "(rule 6)" in early and "smallest value 0.00" in early and "7.84 %" in early
+    late = check_basic_block_forward(SLIPS["missing final ReLU"][0]).message
+    assert "(rule 5)" in late and "% of your block's outputs are negative" in late
+    none = check_basic_block_forward(SLIPS["forgot the shortcut"][0]).message
+    assert "(rule 4)" in none and "differs from x by up to" in none
+    bn_after = check_basic_block_forward(SLIPS["addition before bn2"][0]).message
+    assert "(rule 4)" in bn_after and "8.17 %" in bn_after
+    for message in (early, late, none, bn_after):  # a hint names the slip, not the answer
+        assert "relu(F(x) + " not in message and "conv1 -> bn1" not in message

@@ -206,7 +206,7 @@ def test_check_lag1():
 
     assert check_lag1(right).passed
     wrong = check_lag1(no_mean)
-    assert not wrong.passed and "subtract the mean" in wrong.message
+    assert not wrong.passed and "offset itself looks like correlation" in wrong.message
     assert "not attempted" in check_lag1(lambda g: ...).message
 
 
@@ -266,7 +266,8 @@ def test_check_routed_forward_explains_no_grad_on_the_identity_and_refuses_the_l
 
     feedback = check_routed_forward(no_grad_instead_of_detach)
     assert not feedback.passed and "returns x itself" in feedback.message
-    assert "torch.no_grad()" in feedback.message and "detach()" in feedback.message
+    assert "torch.no_grad()" in feedback.message
+    assert "same values cut from the graph?" in feedback.message  # the slip, not the answer
     feedback = check_routed_forward(routed_forward)
     assert not feedback.passed and "library's own routed_forward" in feedback.message
 
@@ -282,3 +283,81 @@ def test_check_shattering_prediction_measures_cheaply_without_a_value():
     start = time.perf_counter()
     assert check_shattering_prediction("near 0").passed
     assert time.perf_counter() - start < 10
+
+
+LAG1_SLIPS = {  # a typical wrong decision about the centre or the denominator: its hint
+    "no mean taken out": (lambda g: float((g[:-1] * g[1:]).sum() / (g * g).sum()),
+                          "(rule 1)"),
+    "no denominator": (lambda g: float(((g - g.mean())[:-1] * (g - g.mean())[1:]).sum()),
+                       "multiplying g by 10 changes your value"),
+    "means over different counts": (
+        lambda g: float(((g - g.mean())[:-1] * (g - g.mean())[1:]).mean()
+                        / (g - g.mean()).pow(2).mean()),
+        "off by the factor 256/255"),
+    "Pearson of the halves": (
+        lambda g: float(torch.corrcoef(torch.stack([g[:-1], g[1:]]))[0, 1]), "(rule 3)"),
+    "a list instead of a number": (lambda g: [0.5], "one number"),
+}
+
+
+@pytest.mark.parametrize("name", LAG1_SLIPS)
+def test_each_wrong_lag1_decision_gets_the_rule_it_breaks(name):
+    answer, hint = LAG1_SLIPS[name]
+    feedback = check_lag1(answer)
+    assert not feedback.passed and hint in feedback.message, feedback.message
+    assert "sum_i" not in feedback.message  # no formula handed out
+
+
+def test_other_right_lag1_answers_pass():
+    def with_var(g):  # unbiased variance times (N - 1): the same sum of squares
+        d = g.double() - g.double().mean()
+        return float((d[:-1] * d[1:]).sum() / (g.double().var() * (g.numel() - 1)))
+
+    assert check_lag1(with_var).passed
+    assert check_lag1(lambda g: autocorrelation(g, 1)[1]).passed  # a 0-d tensor is a number
+
+
+def _right_route(block, x, route):
+    f, s = block.residual_branch(x), block.shortcut(x)
+    if route == "branch":
+        s = s.detach()
+    elif route == "skip":
+        f = f.detach()
+    return block.relu(f + s)
+
+
+def _skip_under_no_grad(block, x, route):  # torch.no_grad() on the branch works for 'skip'
+    if route == "skip":
+        with torch.no_grad():
+            f = block.residual_branch(x)
+        return block.relu(f + block.shortcut(x))
+    return _right_route(block, x, route)
+
+
+ROUTE_SLIPS = {  # a typical wrong decision about what to cut and where: its hint
+    "the terms swapped": (
+        lambda b, x, r: _right_route(b, x, {"branch": "skip", "skip": "branch"}[r]),
+        "it matches route 'skip'"),
+    "a term zeroed, not cut": (
+        lambda b, x, r: b.relu(b.residual_branch(x) * (r != "skip")
+                               + b.shortcut(x) * (r != "branch")),
+        "which is a lesion"),
+    "the output detached": (lambda b, x, r: _right_route(b, x, "both").detach(),
+                            "carries no gradient at all"),
+    "block(x) whatever the route": (lambda b, x, r: b(x), "flows through both terms"),
+    "the ReLU forgotten": (lambda b, x, r: b.residual_branch(x) + b.shortcut(x),
+                           "the sum before the block's last ReLU"),
+    "a list returned": (lambda b, x, r: [b(x)], "as a tensor"),
+}
+
+
+@pytest.mark.parametrize("name", ROUTE_SLIPS)
+def test_each_wrong_routing_decision_gets_what_the_check_measured(name):
+    answer, hint = ROUTE_SLIPS[name]
+    feedback = check_routed_forward(answer)
+    assert not feedback.passed and hint in feedback.message, feedback.message
+    assert ".detach()" not in feedback.message  # the hint names the slip, not the answer
+
+
+def test_no_grad_around_the_branch_is_a_right_answer_for_skip():
+    assert check_routed_forward(_skip_under_no_grad).passed

@@ -29,7 +29,7 @@ from . import (
 
 
 def _sequences() -> dict[str, torch.Tensor]:
-    """A smooth curve, white noise, and two gradient sweeps (shallow and shattered)."""
+    """A smooth curve, white noise (alone and on an offset), and two gradient sweeps."""
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     _, shallow = input_gradients(fc_net(2, "plain-bn"))
@@ -37,32 +37,61 @@ def _sequences() -> dict[str, torch.Tensor]:
     _, deep = input_gradients(fc_net(24, "plain-bn"))
     return {"a sine": torch.sin(torch.linspace(0, 6.0, 256)) + 0.5,
             "white noise": torch.randn(256, generator=gen),
+            "white noise on an offset of 3": torch.randn(256, generator=gen) + 3.0,
             "dy/dx of a 2-layer net": shallow, "dy/dx of a 24-layer net": deep}
+
+
+def _value(lag1: Callable[[torch.Tensor], float], g: torch.Tensor) -> float:
+    answer = lag1(g.clone())
+    if answer is None or answer is Ellipsis:
+        raise NotImplementedError
+    try:
+        return float(answer)
+    except (TypeError, ValueError, RuntimeError):
+        raise NotYet(f"lag1 should return one number (a float or a 0-d tensor), got "
+                     f"{type(answer).__name__}") from None
 
 
 @exercise
 def check_lag1(lag1: Callable[[torch.Tensor], float]) -> str:
-    """`lag1(g)` is the normalized autocorrelation of the 1-D tensor g at lag 1."""
+    """`lag1(g)`: r[1] of the 1-D tensor g, under the notebook's three rules: near 1 for a
+    smooth sequence and near 0 for white noise, with or without an offset (rule 1); unchanged
+    when g is scaled (rule 2); one mean and one denominator for the whole sequence, so that
+    it equals `autocorrelation(g, 1)[1]` (rule 3). A wrong answer is told which rule it
+    breaks, with the number the check measured."""
     for name, g in _sequences().items():
-        answer = lag1(g.clone())
-        if answer is None or answer is Ellipsis:
-            raise NotImplementedError
-        expected = float(autocorrelation(g, 1)[1])
-        value = float(answer)
-        if not close(value, expected, rel=1e-3, abs_=1e-4):
-            hint = ""
-            pearson = float(torch.corrcoef(torch.stack([g[:-1], g[1:]]).double())[0, 1])
-            if close(value, float((g[:-1] * g[1:]).sum() / (g * g).sum()), rel=1e-3):
-                hint = " (subtract the mean of g first)"
-            elif close(value, pearson, rel=1e-3, abs_=1e-4):
-                hint = (" (that is the Pearson correlation of the two shifted halves g[:-1] and "
-                        "g[1:], each with its own mean and spread; r[1] uses one mean g_bar "
-                        "and one denominator sum (g_i - g_bar)^2 over the whole sequence)")
-            elif abs(value) > 1:
-                hint = " (divide by the sum of squared deviations, so that lag 0 gives 1)"
-            raise NotYet(f"on {name} lag1 gives {value:.4f}, expected {expected:.4f}{hint}")
-    return ("r[1] matches on a sine, white noise and two gradient sweeps: near 1 for smooth "
-            "sequences, near 0 for white noise.")
+        value, expected = _value(lag1, g), float(autocorrelation(g, 1)[1])
+        if close(value, expected, rel=1e-3, abs_=1e-4):
+            continue
+        scaled = _value(lag1, 10 * g)
+        if not close(scaled, value, rel=1e-3, abs_=1e-6):
+            raise NotYet(f"multiplying g by 10 changes your value from {value:.4g} to "
+                         f"{scaled:.4g} (on {name}), so a deeper net's larger dy/dx would "
+                         "look more (or less) correlated for its size alone: normalize, so "
+                         "that r[0] = 1 (rule 2)")
+        noise = _sequences()["white noise on an offset of 3"]
+        on_offset = _value(lag1, noise)
+        if abs(on_offset) > 0.2:
+            raise NotYet(f"on white noise on an offset of 3, where neighbouring values are "
+                         f"unrelated, your lag1 gives {on_offset:.2f}: the offset itself looks "
+                         "like correlation. What must go before you multiply neighbours "
+                         "(rule 1)?")
+        pearson = float(torch.corrcoef(torch.stack([g[:-1], g[1:]]).double())[0, 1])
+        n = g.numel()
+        if close(value, pearson, rel=1e-3, abs_=1e-4):
+            hint = ("that is the Pearson correlation of the two shifted halves g[:-1] and "
+                    "g[1:], each with its own mean and spread; r[1] uses one mean and one "
+                    "denominator over the whole sequence, shared by every lag (rule 3)")
+        elif any(close(value, expected * f, rel=1e-4) for f in (n / (n - 1), (n - 1) / n)):
+            hint = (f"off by the factor {n}/{n - 1}: you average the {n - 1} products of "
+                    f"neighbours and the {n} squares over different counts; r[0] = 1 needs "
+                    "one normalization for both (rule 3)")
+        else:
+            hint = ("it keeps rules 1 and 2 as far as the check measures them: compare your "
+                    "centre and your denominator with rule 3")
+        raise NotYet(f"on {name} lag1 gives {value:.4f}, r[1] is {expected:.4f}: {hint}")
+    return ("r[1] matches on a sine, white noise with and without an offset, and two gradient "
+            "sweeps: near 1 for smooth sequences, near 0 for white noise, whatever the scale.")
 
 
 def _grads(fn: Callable, block: torch.nn.Module, x: torch.Tensor, route: str
@@ -71,6 +100,11 @@ def _grads(fn: Callable, block: torch.nn.Module, x: torch.Tensor, route: str
     out = fn(block, x, route)
     if out is None or out is Ellipsis:  # still `...`
         raise NotImplementedError
+    if not isinstance(out, torch.Tensor):
+        raise NotYet(f"return the block's output as a tensor, got {type(out).__name__}")
+    if not out.requires_grad:
+        raise NotYet(f"route {route!r}: your output carries no gradient at all: you cut both "
+                     "terms, or the output after the addition (rule 2)")
     weight = torch.linspace(-1, 1, out.numel()).reshape(out.shape)  # a fixed projection
     params = [p for p in block.parameters() if p.requires_grad]
     grads = torch.autograd.grad((out * weight).sum(), [x, *params], allow_unused=True)
@@ -78,11 +112,17 @@ def _grads(fn: Callable, block: torch.nn.Module, x: torch.Tensor, route: str
                                     for g, p in zip(grads[1:], params, strict=True)]
 
 
+def _norm(t: torch.Tensor) -> float:
+    return t.norm().item()
+
+
 @exercise
 def check_routed_forward(routed_forward: Callable[[torch.nn.Module, torch.Tensor, str],
                                                   torch.Tensor]) -> str:
-    """`routed_forward(block, x, route)`: the output of a post-activation BasicBlock, with
-    the gradient through the residual branch only ('branch') or the skip only ('skip')."""
+    """`routed_forward(block, x, route)`: the output of a post-activation BasicBlock (rule 1),
+    with the gradient through the residual branch only ('branch') or the skip only ('skip')
+    (rule 2). A wrong decision is told what the check measured: how far the forward moved,
+    or whose gradient reached x instead."""
     if routed_forward is library_routed_forward:
         raise NotYet("that is the library's own routed_forward (resnet_edu.ensembles): write "
                      "yours from block.residual_branch, block.shortcut and block.relu")
@@ -92,31 +132,58 @@ def check_routed_forward(routed_forward: Callable[[torch.nn.Module, torch.Tensor
     for block in (net.layer1[0], net.layer2[0]):
         with torch.no_grad():
             expected_out = block(inp)
+        where = "an identity block" if block.stride == 1 else "a downsampling block"
+        library = {r: _grads(library_routed_forward, block, inp, r)
+                   for r in ("both", "branch", "skip")}
         for route in ("branch", "skip"):
             out, gx, gp = _grads(routed_forward, block, inp, route)
-            where = "an identity block" if block.stride == 1 else "a downsampling block"
-            if out.shape != expected_out.shape or not torch.allclose(out, expected_out,
-                                                                     atol=1e-5):
-                raise NotYet(f"route {route!r} on {where}: the output differs from block(x); "
-                             "restricting the gradient must not change the forward values "
-                             "(detach one term, keep its value)")
-            _, ex, ep = _grads(library_routed_forward, block, inp, route)
+            if out.shape != expected_out.shape:
+                raise NotYet(f"route {route!r} on {where}: your output has shape "
+                             f"{tuple(out.shape)}, block(x) {tuple(expected_out.shape)}")
+            if not torch.allclose(out, expected_out, atol=1e-5):
+                moved = (out - expected_out).abs().max().item()
+                with torch.no_grad():
+                    before_relu = block.residual_branch(inp) + block.shortcut(inp)
+                if torch.allclose(out, before_relu, atol=1e-5):
+                    raise NotYet(f"route {route!r} on {where}: your output differs from "
+                                 f"block(x) by up to {moved:.3g}: it is the sum before the "
+                                 "block's last ReLU. The forward values must be block(x)'s "
+                                 "(rule 1)")
+                raise NotYet(f"route {route!r} on {where}: your output differs from block(x) "
+                             f"by up to {moved:.3g}. Restricting the gradient must not change "
+                             "any forward value (rule 1): a term dropped or zeroed is gone "
+                             "from the forward pass too, which is a lesion (section 4), not "
+                             "a routing")
+            _, ex, ep = library[route]
             if not torch.allclose(gx, ex, atol=1e-5, rtol=1e-4):
-                _, both, _ = _grads(library_routed_forward, block, inp, "both")
-                if (route == "branch" and block.downsample is None
-                        and torch.allclose(gx, both, atol=1e-5, rtol=1e-4)):
-                    raise NotYet("route 'branch' on an identity block: the gradient still "
-                                 "flows through the skip. There block.shortcut(x) returns x "
-                                 "itself, no operation at all, so `torch.no_grad()` around it "
-                                 "has nothing to stop: x carries its gradient into the sum. "
-                                 "`s.detach()` returns the same values cut from the graph")
-                other = "skip" if route == "branch" else "residual branch"
-                raise NotYet(f"route {route!r} on {where}: the gradient w.r.t. x is not the "
-                             f"one through the {route} only; detach the {other}'s term")
+                other = "skip" if route == "branch" else "branch"
+                if _norm(gx) == 0:
+                    raise NotYet(f"route {route!r} on {where}: no gradient reaches x at all "
+                                 "(|dL/dx| = 0): you cut both terms, or the output after "
+                                 "the addition (rule 2)")
+                if torch.allclose(gx, library[other][1], atol=1e-5, rtol=1e-4):
+                    raise NotYet(f"route {route!r} on {where}: the gradient that reaches x is "
+                                 f"the one through the {other} (it matches route "
+                                 f"{other!r}): you cut the other term (rule 2)")
+                if torch.allclose(gx, library["both"][1], atol=1e-5, rtol=1e-4):
+                    why = ""
+                    if route == "branch" and block.downsample is None:
+                        why = (" If you wrapped the shortcut in `torch.no_grad()`: on an "
+                               "identity block block.shortcut(x) returns x itself, no "
+                               "operation at all, so `torch.no_grad()` around it has "
+                               "nothing to stop: x carries its gradient into the sum. What "
+                               "returns the same values cut from the graph?")
+                    raise NotYet(f"route {route!r} on {where}: the gradient still flows "
+                                 f"through both terms (|dL/dx| = {_norm(gx):.3g}, the full "
+                                 f"gradient's; route {route!r} gives {_norm(ex):.3g}) "
+                                 f"(rule 2).{why}")
+                raise NotYet(f"route {route!r} on {where}: the gradient w.r.t. x "
+                             f"(|dL/dx| = {_norm(gx):.3g}) is not the one through the "
+                             f"{route} only ({_norm(ex):.3g}) (rule 2)")
             if not all(torch.allclose(a, b, atol=1e-5, rtol=1e-4)
                        for a, b in zip(gp, ep, strict=True)):
                 raise NotYet(f"route {route!r} on {where}: the weights' gradients differ "
-                             "(with 'skip' the branch's weights get no gradient)")
+                             "(with 'skip' the branch's weights get no gradient) (rule 2)")
     return ("same values as block(x), and the gradient goes only where the route says, on "
             "an identity block and on a downsampling block (option A).")
 

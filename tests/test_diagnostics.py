@@ -89,6 +89,13 @@ def test_option_c_is_reported_once_as_a_deliberate_choice_and_can_be_ignored():
     stride1_same = [b.name for b in report.blocks if b.input_shape == b.output_shape]
     assert finding.where.split(", ") == stride1_same
     assert "option C" in finding.why
+    # what they cost, counted from the model, and He et al.'s evidence for each depth
+    modules = dict(model.named_modules())
+    extra = sum(p.numel() for b in report.blocks if b.name in stride1_same
+                for p in modules[b.shortcut].parameters())
+    total = sum(p.numel() for p in model.parameters())
+    assert f"They hold {extra:,} parameters, {extra / total:.1%} of the model's" in finding.what
+    assert "24.19 %" in finding.why and "12.22 %" in finding.why
     assert diagnose(model, SMALL, ignore=("unneeded-projection",)).findings == ()
 
 

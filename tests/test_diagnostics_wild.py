@@ -368,3 +368,97 @@ def test_our_models_agree_with_the_traced_definition():
         assert len(found) == n
     # plain twins add nothing, so they are not residual blocks
     assert residual_blocks(models.cifar_resnet(20, residual=False)) == []
+
+
+# ------------------ pre-activation projections: BN-ReLU before the 1x1 conv is not a finding
+# He et al. 2016, appendix: "these projection shortcuts are also with pre-activation". The
+# BN-ReLU may be shared with the branch (the fork is then relu(bn(x))) or the shortcut's own.
+
+
+class KuangliuPreActBlock(nn.Module):
+    """The shortcut takes out = relu(bn1(x)), shared with the branch."""
+
+    def __init__(self, in_planes, planes, stride=1):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(x))
+        shortcut = self.shortcut(out) if hasattr(self, "shortcut") else x
+        out = self.conv1(out)
+        out = self.conv2(F.relu(self.bn2(out)))
+        out += shortcut
+        return out
+
+
+class OwnPreActShortcutBlock(nn.Module):
+    """The shortcut has its own nn.Sequential(BN, ReLU, Conv1x1), applied to x."""
+
+    def __init__(self, in_planes, planes, stride=1):
+        super().__init__()
+        self.branch = nn.Sequential(
+            nn.BatchNorm2d(in_planes), nn.ReLU(),
+            nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(planes), nn.ReLU(), nn.Conv2d(planes, planes, 3, 1, 1, bias=False))
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.BatchNorm2d(in_planes), nn.ReLU(inplace=True),
+                                          nn.Conv2d(in_planes, planes, 1, stride, bias=False))
+
+    def forward(self, x):
+        return self.branch(x) + self.shortcut(x)
+
+
+class ReluAfterPreActProjectionBlock(OwnPreActShortcutBlock):
+    """The same, with a ReLU after the projection's conv as well: that one is a finding."""
+
+    def forward(self, x):
+        if isinstance(self.shortcut, nn.Identity):
+            return self.branch(x) + x
+        return self.branch(x) + F.relu(self.shortcut(x))
+
+
+class PreActNet(nn.Module):
+    def __init__(self, block, width=8, depth=2, num_classes=10):
+        super().__init__()
+        self.stem = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+        blocks, cin = [], width
+        for i in range(3):
+            cout = width * 2**i
+            for j in range(depth):
+                blocks.append(block(cin, cout, 2 if i and not j else 1))
+                cin = cout
+        self.layers = nn.Sequential(*blocks)
+        self.bn = nn.BatchNorm2d(cin)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.layers(self.stem(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("make, preactivated", [
+    (lambda: models.cifar_resnet(20, preact=True, shortcut="B"), ()),
+    (lambda: PreActNet(KuangliuPreActBlock), ()),  # shared: before the fork, not on it
+    (lambda: PreActNet(OwnPreActShortcutBlock), ("ReLU",)),
+], ids=["ours_preact_B", "kuangliu_shared_bn_relu", "own_bn_relu_conv"])
+def test_pre_activation_projections_are_not_shortcut_activations(make, preactivated):
+    report = diagnose(make(), SMALL)
+    assert report.findings == (), str(report)
+    projecting = [b for b in report.blocks if b.shortcut_has_weights]
+    assert len(projecting) == 2
+    assert all(b.shortcut_activations == () for b in projecting)
+    assert all(b.shortcut_preactivation == preactivated for b in projecting)
+
+
+def test_an_activation_after_a_pre_activated_projection_is_still_found():
+    report = diagnose(PreActNet(ReluAfterPreActProjectionBlock), SMALL)
+    assert report.checks == ("shortcut-activation",), str(report)
+    assert report.findings[0].where == "layers.2, layers.4"
+    assert "relu()" in report.findings[0].what and "ReLU" not in report.findings[0].what
+    assert "12.22 %" in report.findings[0].why  # Identity Mappings, Table 1

@@ -126,6 +126,67 @@ def test_accuracy_passes_and_each_slip_gets_its_hint():
     assert not fb and "Dropout" in fb.message, fb.message
 
 
+def _eval_counting(divide_by):
+    def answer(model, loader):  # eval mode, no autograd, mode restored: only the count is off
+        was = model.training
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for images, labels in loader:
+                correct += int((model(images).argmax(1) == labels).sum())
+        model.train(was)
+        return divide_by(correct, loader)
+    return answer
+
+
+def test_accuracy_slips_in_eval_mode_get_their_own_hint_not_the_train_mode_one():
+    cases = {  # issue 28: a wrong denominator was told about train mode
+        "4 batches times a batch size of 16": _eval_counting(
+            lambda c, ld: c / (len(ld) * ld.batch_size)),
+        "the number of batches": _eval_counting(lambda c, ld: c / len(ld)),
+        "is the number of images classified right: return the fraction": _eval_counting(
+            lambda c, ld: c),
+    }
+    for hint, answer in cases.items():
+        fb = check_accuracy(answer)
+        assert not fb and hint in fb.message, (hint, fb.message)
+        assert "train mode" not in fb.message and "Dropout" not in fb.message
+
+    def argmin(model, loader):
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            right = sum(int((model(x).argmin(1) == y).sum()) for x, y in loader)
+        model.train(was)
+        return right / len(loader.dataset)
+
+    fb = check_accuracy(argmin)
+    assert not fb and "largest score" in fb.message and "train mode" not in fb.message
+
+
+def test_accuracy_refuses_the_library_and_explains_errors_in_words():
+    from resnet_edu.exercises.bug_hunt import accuracy_oracle
+
+    fb = check_accuracy(lambda model, loader: accuracy_oracle(model, loader)[0])
+    assert not fb and "function of resnet_edu" in fb.message
+
+    def per_batch_library(model, loader):  # the library's evaluate_correctly on each batch
+        right = sum(int((bugs.evaluate_correctly(model, x) == y).sum()) for x, y in loader)
+        return right / len(loader.dataset)
+
+    fb = check_accuracy(per_batch_library)
+    assert not fb and "function of resnet_edu" in fb.message
+
+    def compares_scores(model, loader):  # forgets argmax: (B, 10) against (B,)
+        model.eval()
+        with torch.no_grad():
+            return sum(int((model(x) == y).sum()) for x, y in loader) / len(loader.dataset)
+
+    fb = check_accuracy(compares_scores)
+    assert not fb and "running your answer raised" not in fb.message
+    assert "(B, 10) scores" in fb.message and "labels of shape (B,)" in fb.message
+
+
 def test_claims_match_measurement_and_feedback_names_the_wrong_claim():
     truth = claim_evidence()
     assert truth == {"relu_shortcut_keeps_gradient": False, "log_softmax_same_loss": True,
@@ -190,7 +251,6 @@ class FixedBlock(nn.Module):
 
 def test_fixed_block_passes_and_each_mistake_gets_its_hint():
     assert check_fixed_block(FixedBlock)
-    assert check_fixed_block(bugs.GoodBlock)
 
     class IdentityAsNone(FixedBlock):
         def __init__(self, cin, cout, stride=1):
@@ -204,20 +264,57 @@ def test_fixed_block_passes_and_each_mistake_gets_its_hint():
             return torch.relu(out + (x if self.shortcut is None else self.shortcut(x)))
 
     assert check_fixed_block(IdentityAsNone)
+
+    class InPlaceSum(FixedBlock):  # in-place ops on the sum are fine: x itself is not touched
+        def forward(self, x):
+            out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+            out += self.shortcut(x)
+            return torch.relu_(out)
+
+    assert check_fixed_block(InPlaceSum)
     assert "not attempted" in check_fixed_block(unattempted).message
+
+    fb = check_fixed_block(bugs.CopiedBlock)  # the first of its four mistakes
+    assert not fb and "bias=False" in fb.message and "conv1, conv2" in fb.message
+
+    def shortcut_variant(shortcut):
+        class Variant(FixedBlock):
+            def __init__(self, cin, cout, stride=1):
+                super().__init__(cin, cout, stride)
+                self.shortcut = shortcut(cin, cout, stride)
+        return Variant
+
+    def projection(cin, cout, stride, *after, conv_stride=None):
+        return nn.Sequential(nn.Conv2d(cin, cout, 1, conv_stride or stride, bias=False),
+                             nn.BatchNorm2d(cout), *after)
+
+    # the shortcut mistakes get the verdict of the one shortcut rule, as in notebook 03
     hints = {
-        bugs.CopiedBlock: "bias=False",  # the first of its four mistakes
-        bugs.BiasBeforeNormBlock: "bias=False",
-        # the shortcut mistakes get the verdict of the one shortcut rule, as in notebook 03
-        bugs.AlwaysProjectBlock: "return None (the identity) here",
-        bugs.ReluShortcutBlock: "must stay linear",
-        bugs.StrideOneShortcutBlock: "must stay linear",
-        bugs.DetachedShortcutBlock: "detach",
-        bugs.ForgetfulBlock: "AttributeError",
+        "return None (the identity) here": lambda i, o, s: projection(i, o, s),  # option C
+        "must stay linear": lambda i, o, s: nn.Sequential() if (i, s) == (o, 1) else
+        projection(i, o, s, nn.ReLU()),
+        "give the 1x1 conv the block's stride": lambda i, o, s: nn.Sequential()
+        if (i, s) == (o, 1) else projection(i, o, s, conv_stride=1),
+        "no BatchNorm after its conv": lambda i, o, s: nn.Sequential() if (i, s) == (o, 1)
+        else nn.Conv2d(i, o, 1, s, bias=False),
     }
-    for block, hint in hints.items():
-        fb = check_fixed_block(block)
-        assert not fb and hint in fb.message, (block.__name__, fb.message)
+    for hint, shortcut in hints.items():
+        fb = check_fixed_block(shortcut_variant(shortcut))
+        assert not fb and hint in fb.message, (hint, fb.message)
+
+    from resnet_edu.shortcuts import ZeroPadShortcut
+
+    fb = check_fixed_block(shortcut_variant(  # option A: fine in general, not this exercise
+        lambda i, o, s: nn.Sequential() if (i, s) == (o, 1) else ZeroPadShortcut(i, o, s)))
+    assert not fb and "option A" in fb.message and "option B" in fb.message
+
+    class Detached(FixedBlock):
+        def forward(self, x):
+            out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+            return torch.relu(out + self.shortcut(x.clone().detach()))
+
+    fb = check_fixed_block(Detached)
+    assert not fb and "detached copy" in fb.message and "suspect 10" in fb.message
 
     class NoFinalRelu(FixedBlock):
         def forward(self, x):
@@ -227,24 +324,6 @@ def test_fixed_block_passes_and_each_mistake_gets_its_hint():
     fb = check_fixed_block(NoFinalRelu)
     assert not fb and "output differs" in fb.message and "ReLU(" in fb.message
 
-    class NoProjectionNorm(FixedBlock):
-        def __init__(self, cin, cout, stride=1):
-            super().__init__(cin, cout, stride)
-            if len(self.shortcut):
-                self.shortcut = nn.Sequential(self.shortcut[0])
-
-    fb = check_fixed_block(NoProjectionNorm)
-    assert not fb and "no BatchNorm after its conv" in fb.message
-
-    class ShortcutWithoutStride(FixedBlock):
-        def __init__(self, cin, cout, stride=1):
-            super().__init__(cin, cout, stride)
-            if len(self.shortcut):
-                self.shortcut[0].stride = (1, 1)
-
-    fb = check_fixed_block(ShortcutWithoutStride)
-    assert not fb and "give the 1x1 conv the block's stride" in fb.message
-
     class MainPathWithoutStride(FixedBlock):  # the shortcut is right: diagnose names the clash
         def __init__(self, cin, cout, stride=1):
             super().__init__(cin, cout, stride)
@@ -252,7 +331,7 @@ def test_fixed_block_passes_and_each_mistake_gets_its_hint():
 
     fb = check_fixed_block(MainPathWithoutStride)
     assert not fb and "fails on a (4, 16, 8, 8) input" in fb.message
-    assert "diagnose finds" in fb.message
+    assert "diagnose finds [shape-mismatch]" in fb.message
 
     class Renamed(FixedBlock):
         def __init__(self, cin, cout, stride=1):
@@ -265,6 +344,94 @@ def test_fixed_block_passes_and_each_mistake_gets_its_hint():
 
     fb = check_fixed_block(Renamed)
     assert not fb and "keep conv1" in fb.message
+
+
+class DownsampleBlock(nn.Module):
+    """Right, but the shortcut is called `downsample` (torchvision's name), None if identity."""
+
+    def __init__(self, cin, cout, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                            nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        return torch.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+def test_fixed_block_refuses_the_answer_it_is_compared_with():
+    """Issue 28: GoodBlock, imported at the top of the notebook, or a subclass got 'Correct!'."""
+    from resnet_edu.blocks import BasicBlock
+
+    class Subclass(bugs.GoodBlock):
+        pass
+
+    class Holder(nn.Module):
+        def __init__(self, cin, cout, stride=1):
+            super().__init__()
+            self.inner = bugs.GoodBlock(cin, cout, stride)
+
+        def forward(self, x):
+            return self.inner(x)
+
+    answers = {
+        "GoodBlock:": bugs.GoodBlock,
+        "Subclass, a subclass of GoodBlock": Subclass,
+        "is (or holds) GoodBlock": lambda i, o, s: bugs.GoodBlock(i, o, s),  # a wrapper
+        "holds) GoodBlock": Holder,
+        "BasicBlock": lambda i, o, s: BasicBlock(i, o, s),  # the library's own
+        "DetachedShortcutBlock": bugs.DetachedShortcutBlock,  # a suspect is built on it too
+    }
+    for hint, answer in answers.items():
+        fb = check_fixed_block(answer)
+        assert not fb and hint in fb.message and "yourself" in fb.message, (hint, fb.message)
+
+
+def test_fixed_block_hints_in_words_never_a_raw_error():
+    fb = check_fixed_block(DownsampleBlock)  # issue 28: was told BN's beta is a conv bias
+    assert not fb and "bias" not in fb.message
+    assert "no attribute `shortcut` (yours: downsample)" in fb.message
+
+    class TwoArguments(FixedBlock):
+        def __init__(self, cin, cout):
+            super().__init__(cin, cout, 1)
+
+    class Forgetful(FixedBlock):  # suspect 1's mistake
+        def forward(self, x):
+            if self.stride != 1:
+                return x
+            return super().forward(x)
+
+    class ReturnsNothing(FixedBlock):
+        def forward(self, x):
+            self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+
+    class LateSuper(nn.Module):  # suspect 6b's mistake
+        def __init__(self, cin, cout, stride=1):
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            super().__init__()
+
+    class BadView(FixedBlock):
+        def forward(self, x):
+            return super().forward(x).view(3, -1)
+
+    cases = {
+        TwoArguments: "__init__ must take (in_channels, out_channels, stride=1)",
+        Forgetful: "reads an attribute that __init__ never set",
+        ReturnsNothing: "returns NoneType, not a tensor",
+        LateSuper: "before `super().__init__()` has run",
+        BadView: "Apply the same layers in the same order as CopiedBlock",
+    }
+    for answer, hint in cases.items():
+        fb = check_fixed_block(answer)
+        assert not fb and hint in fb.message, (answer.__name__, fb.message)
+        assert "running your answer raised" not in fb.message
 
 
 def test_suspects_are_the_planted_mistakes():

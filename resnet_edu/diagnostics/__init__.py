@@ -1,4 +1,5 @@
-"""A checker for the mistakes that make ResNet code train worse without crashing.
+"""A checker for ResNet code: the mistakes that crash, and those that run but cost
+accuracy, parameters or compute.
 
 `diagnose(model, input_shape)` runs one forward and one backward pass on random input and
 reports, in plain words, each finding with its reasoning and its fix:
@@ -10,8 +11,10 @@ reports, in plain words, each finding with its reasoning and its fix:
 - `unneeded-projection`: a shortcut with weights where the identity would fit (Eq. 2 is
   only needed where the shapes differ; Sec. 3.3, option B).
 - `shortcut-activation`: a ReLU (or any nonlinearity, a module or a call in `forward`) on
-  the shortcut, which is then no longer the clean identity path the 2016 "Identity
-  Mappings" paper argues for (Sec. 3-4).
+  the shortcut: on x itself or after the projection's conv, a multiplicative manipulation
+  of the shortcut in the sense of the 2016 "Identity Mappings" paper (Sec. 3). A BN-ReLU
+  before a projection's 1x1 conv, shared with the branch or the shortcut's own, is the
+  pre-activation design (its appendix) and is not reported.
 - `branch-ends-in-activation`: the branch F ends in a ReLU before the addition, so F(x) >= 0
   and each block can only add (He et al. 2016, Fig. 4c).
 - `no-normalization`: a deep net with no normalization layer anywhere, or a projection
@@ -154,7 +157,11 @@ def diagnose(model: nn.Module, input_shape: Sequence[int], *, evaluating: bool =
     if record.error is not None:
         findings.append(_forward_error_finding(record.error, record.error_stack, blocks))
     findings += find_shortcut_activations(blocks)
-    findings += find_unneeded_projections(blocks)
+    shortcuts = dict(model.named_modules())
+    findings += find_unneeded_projections(
+        blocks, {b.shortcut: sum(p.numel() for p in shortcuts[b.shortcut].parameters())
+                 for b in blocks if b.shortcut in shortcuts},
+        sum(p.numel() for p in model.parameters()))
     findings += find_branch_ending_in_activation(blocks)
     no_norm = find_no_normalization(record.norm_layers, record.weight_layers)
     findings += no_norm

@@ -68,8 +68,9 @@ def find_no_normalization(norm_layers: int, weight_layers: int) -> list[Finding]
         "Without normalization nothing resets the scale: for roughly independent x and "
         "F(x), Var(x + F(x)) = Var(x) + Var(F(x)), so the signal grows block after block at "
         "the usual initialization, and so does the gradient on its way back. Such nets can "
-        "be trained, but only with an initialization designed for it (Fixup, Zhang et al. "
-        "2019).",
+        "be trained without normalization, but with an initialization or a design made for "
+        "it (Fixup, Zhang et al. 2019; SkipInit, De & Smith 2020; NF-ResNets, Brock et al. "
+        "2021), not as they are here.",
         "add nn.BatchNorm2d after each conv of the branch (conv, BN, ReLU, conv, BN) and "
         "after the projection of each projection shortcut, and set bias=False on those "
         "convs.",
@@ -100,9 +101,9 @@ def find_softmax_output(output: torch.Tensor) -> list[Finding]:
         "softmax-output", "the model output",
         "every output row is non-negative and sums to 1: the model applies softmax.",
         "nn.CrossEntropyLoss applies log-softmax itself, so it computes "
-        "log softmax(softmax(z)): the 'logits' it sees lie in [0, 1], the loss cannot get "
-        "near 0 and its gradients are squashed, so the net trains slower and to a worse "
-        "accuracy.",
+        "log softmax(softmax(z)): the 'logits' it sees lie in [0, 1], so the loss cannot get "
+        "near 0, and its gradients are squashed (a confidently wrong prediction gets almost "
+        "none), so the net learns slower.",
         "return the logits from forward(); apply softmax only where you need probabilities "
         "(e.g. `model(x).softmax(dim=1)` when reporting).",
     )]

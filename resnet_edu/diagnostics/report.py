@@ -39,7 +39,10 @@ class BlockRecord:
     main_shape: tuple[int, ...] | None = None
     shortcut_shape: tuple[int, ...] | None = None
     shortcut_has_weights: bool = False
-    shortcut_activations: tuple[str, ...] = ()
+    shortcut_activations: tuple[str, ...] = ()  # after the shortcut's first weight layer
+    # before its first weight layer: a pre-activated projection, W_s relu(bn(x)) (He et al.
+    # 2016, appendix), which is not a finding
+    shortcut_preactivation: tuple[str, ...] = ()
     shortcut_normalized: bool = False  # a normalization layer after its last conv
     branch_normalized: bool = False
     fork_shape: tuple[int, ...] | None = None  # the tensor both paths start from

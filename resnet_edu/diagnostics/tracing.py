@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..dataflow import NORM, WEIGHT, TracedPass, tracing
-from ..residual import ResidualAdd, residual_adds
+from ..dataflow import ACTIVATION, NORM, WEIGHT, TracedPass, tracing
+from ..residual import ResidualAdd, Step, residual_adds
 from .report import BlockRecord, GradientRatio
 
 # a norm that subtracts a per-channel mean over the positions a conv bias is constant on
@@ -41,6 +41,25 @@ class PassRecord:
     skipped: list[str] = field(default_factory=list)
 
 
+def split_shortcut_activations(shortcut: Sequence[Step]) -> tuple[tuple[str, ...],
+                                                                  tuple[str, ...]]:
+    """(activations on the shortcut, pre-activations of its projection).
+
+    An activation before the shortcut's first conv/linear layer pre-activates the
+    projection's input, W_s relu(bn(x)): the pre-activation design, whose "projection
+    shortcuts are also with pre-activation" (He et al. 2016, appendix), whether the BN-ReLU is
+    the shortcut's own or shared with the branch (then it sits before the fork and is not on
+    the shortcut at all). Anything after that layer, or on a shortcut without one, is on the
+    shortcut's output.
+    """
+    first_weight = next((i for i, s in enumerate(shortcut) if s.kind == WEIGHT), None)
+    on, pre = [], []
+    for i, s in enumerate(shortcut):
+        if s.kind == ACTIVATION:
+            (pre if first_weight is not None and i < first_weight else on).append(s.label)
+    return tuple(dict.fromkeys(on)), tuple(dict.fromkeys(pre))
+
+
 def _block_records(traced: TracedPass, adds: Sequence[ResidualAdd]) -> list[BlockRecord]:
     per_call: dict[int, int] = {}
     for r in adds:
@@ -51,6 +70,7 @@ def _block_records(traced: TracedPass, adds: Sequence[ResidualAdd]) -> list[Bloc
         whole_module = call is not None and per_call[r.call] == 1
         out = call.output if whole_module else None
         last = r.branch_last_layer
+        activations, preactivation = split_shortcut_activations(r.shortcut)
         records.append(BlockRecord(
             r.block, r.shortcut_module,
             input_shape=call.input_shape if whole_module else r.fork_shape,
@@ -58,7 +78,7 @@ def _block_records(traced: TracedPass, adds: Sequence[ResidualAdd]) -> list[Bloc
                           None if r.failed else r.branch_shape),
             main_shape=r.branch_shape, shortcut_shape=r.shortcut_shape,
             shortcut_has_weights=r.shortcut_has_weights,
-            shortcut_activations=r.shortcut_activations,
+            shortcut_activations=activations, shortcut_preactivation=preactivation,
             shortcut_normalized=r.shortcut_normalized, branch_normalized=r.branch_normalized,
             fork_shape=r.fork_shape,
             branch_last_layer=None if last is None else _layer_label(traced, last),

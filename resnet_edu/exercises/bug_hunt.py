@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 
 import torch
@@ -32,10 +34,9 @@ CLAIMS = {
 def check_shortcut_for(shortcut_for: Callable[[int, int, int], nn.Module | None]) -> str:
     """Exercise 1: `shortcut_for(in_channels, out_channels, stride)` builds the right shortcut,
     judged by the series' one shortcut rule (`shapes.judge_shortcut`, as in notebook 03)."""
-    for cin, cout, stride in SHORTCUT_CASES:
-        judge_shortcut(shortcut_for(cin, cout, stride), cin, cout, stride)
-    return ("identity where the shapes match, 1x1 conv (with the block's stride) + BatchNorm "
-            "where they don't: option B of He et al. 2015.")
+    verdicts = [judge_shortcut(shortcut_for(cin, cout, stride), cin, cout, stride)
+                for cin, cout, stride in SHORTCUT_CASES]
+    return "; ".join(dict.fromkeys(verdicts)) + "."
 
 
 def accuracy_setup() -> tuple[nn.Module, torch.utils.data.DataLoader]:
@@ -67,42 +68,108 @@ def accuracy_oracle(model: nn.Module, loader) -> tuple[float, float]:
     return correct / total, sum(per_batch) / len(per_batch)
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))
+
+
+def _called_from_library() -> bool:
+    """Inside a forward hook: True when the code that called the model (the first frame
+    outside torch) is this package's, e.g. `bugs.evaluate_correctly` or `accuracy_oracle`."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        path = os.path.abspath(frame.f_code.co_filename)
+        if not path.startswith(_TORCH_DIR + os.sep) and path != os.path.abspath(__file__):
+            return path.startswith(_PACKAGE_DIR + os.sep)
+        frame = frame.f_back
+    return False
+
+
+def _denominator_hint(got: float, correct: int, loader) -> str | None:
+    """What a number that is `correct` over the wrong count was divided by, in words."""
+    images, batches = len(loader.dataset), len(loader)
+    if got <= 0:
+        return None
+    divisor = correct / got
+    if abs(divisor - round(divisor)) > 1e-6 or round(divisor) == images:
+        return None
+    divisor = round(divisor)
+    if divisor == batches:
+        return (f"{got:.4g} is the number of images classified right divided by {batches}, "
+                "the number of batches (len(loader)): an accuracy is a fraction of images.")
+    if divisor == batches * loader.batch_size:
+        return (f"{got:.4g} is the number of images classified right divided by {divisor}, "
+                f"{batches} batches times a batch size of {loader.batch_size}; but not every "
+                "batch is full. Count the images themselves.")
+    return (f"{got:.4g} is the number of images classified right divided by {divisor}, which "
+            "is not the number of images in the loader.")
+
+
 @exercise
 def check_accuracy(accuracy: Callable[[nn.Module, object], float]) -> str:
     """Exercise 2: `accuracy(model, loader)` -> the fraction of the loader's images classified
-    right, without autograd, leaving the model in the mode it came in."""
+    right, without autograd, leaving the model in the mode it came in; the student's own
+    loop (a library function that runs the model is refused)."""
     model, loader = accuracy_setup()
     want, batch_mean = accuracy_oracle(model, loader)
+    correct = round(want * len(loader.dataset))
     running = model[1].running_mean.clone()
-    grad_seen: list[bool] = []
-    hook = model.register_forward_pre_hook(lambda m, a: grad_seen.append(torch.is_grad_enabled()))
+    seen: list[tuple[bool, bool, bool, bool]] = []  # grad, BN train, Dropout train, library
+
+    def record(module, args):
+        seen.append((torch.is_grad_enabled(), model[1].training, model[5].training,
+                     _called_from_library()))
+
+    hook = model.register_forward_pre_hook(record)
     model.train()
     try:
         got = accuracy(model, loader)
+    except NotImplementedError:
+        raise
+    except Exception as e:
+        raise NotYet(f"your function stopped with {type(e).__name__} ({e}). The loader gives "
+                     "(images, labels) batches, images of shape (B, 3, 8, 8) and labels of "
+                     "shape (B,), and model(images) gives (B, 10) scores, one per class: "
+                     "compare the predicted class of each image with its label.") from None
     finally:
         hook.remove()
-    if got is None and not grad_seen:
+    if got is None and not seen:
         raise NotImplementedError
+    if any(library for *_, library in seen):
+        raise NotYet("the model was run by a function of resnet_edu, not by your loop: write "
+                     "the loop over the loader yourself (the exercise is what that function "
+                     "does).")
     if torch.is_tensor(got) and got.numel() == 1:
         got = got.item()
     if isinstance(got, bool) or not isinstance(got, (int, float)):
         raise NotYet(f"accuracy should return one number, the fraction of images classified "
                      f"right; got {type(got).__name__}.")
+    if not seen:
+        raise NotYet(f"your function returned {got:.4g} without running the model on the "
+                     "loader's images.")
     if not torch.equal(model[1].running_mean, running):
         raise NotYet("computing the accuracy changed BatchNorm's running statistics: the model "
                      "ran in train mode.")
     if close(got, 100 * want, rel=1e-6):
-        raise NotYet(f"{got:.4g} is a percentage: return the fraction, {want:.4g}.")
+        raise NotYet(f"{got:.4g} is a percentage: return the fraction, between 0 and 1.")
     if close(got, batch_mean, rel=1e-6) and not close(got, want, rel=1e-6):
         raise NotYet(f"{got:.4g} is the mean of the per-batch accuracies, but the last batch "
                      f"holds only {len(loader.dataset) % loader.batch_size} images: count the "
-                     f"correct images over all batches and divide by the number of images "
-                     f"({want:.4g}).")
+                     "correct images over all batches and divide by the number of images.")
     if not close(got, want, rel=1e-6):
-        raise NotYet(f"the accuracy is {want:.4g} in eval mode, you got {got:.4g}: in train "
-                     "mode Dropout drops units at random and BatchNorm uses the batch's own "
-                     "statistics.")
-    if any(grad_seen):
+        if any(dropout for _, _, dropout, _ in seen):
+            raise NotYet(f"you got {got:.4g}, and Dropout was in train mode during your "
+                         "forward passes: it drops units at random. Put the whole model in "
+                         "eval mode.")
+        if got == correct:
+            raise NotYet(f"{got} is the number of images classified right: return the "
+                         "fraction of the loader's images.")
+        hint = _denominator_hint(got, correct, loader)
+        if hint:
+            raise NotYet(hint)
+        raise NotYet(f"the model ran in eval mode, but {got:.4g} is not the fraction of images "
+                     "classified right: an image is right when its predicted class, the index "
+                     "of its largest score, equals its label; count those over every batch.")
+    if any(grad for grad, *_ in seen):
         raise NotYet("the right number, but autograd was recording during the forward passes: "
                      "wrap them in `with torch.no_grad():`.")
     if not model.training:
@@ -110,14 +177,19 @@ def check_accuracy(accuracy: Callable[[nn.Module, object], float]) -> str:
                      "mode: a training loop that calls your function would go on training "
                      "with BatchNorm frozen and Dropout off. Put the mode back at the end.")
     model.eval()
-    again = accuracy(model, loader)
+    try:
+        again = accuracy(model, loader)
+    except Exception as e:
+        raise NotYet(f"called on a model already in eval mode, your function stopped with "
+                     f"{type(e).__name__} ({e}).") from None
     if model.training:
         raise NotYet("called on a model in eval mode, your function left it in train mode: "
-                     "restore the mode the model came in (`model.train(was_training)`), not "
-                     "always train mode.")
-    if not close(float(again), want, rel=1e-6):
+                     "restore the mode the model came in, not always train mode.")
+    if torch.is_tensor(again) and again.numel() == 1:
+        again = again.item()
+    if not isinstance(again, (int, float)) or not close(float(again), want, rel=1e-6):
         raise NotYet(f"called on a model already in eval mode, your function returned "
-                     f"{float(again):.4g}, not {want:.4g}.")
+                     f"{again!r}, not the {want:.4g} it returned before.")
     return (f"{want:.4g} of the {len(loader.dataset)} images, counted over batches of unequal "
             "size, without autograd, and the model keeps the mode it came in.")
 
@@ -273,40 +345,147 @@ def check_stem_prediction(guess: object, side: int = 96) -> str:
 # --- the exercise: fix a copied block -----------------------------------------------------
 
 FIX_CASES = ((16, 16, 1), (16, 32, 2))
+FIX_NAMES = ("conv1", "bn1", "conv2", "bn2", "shortcut")
 
 
-def _compare_with_good_block(block: Callable[[int, int, int], nn.Module], cin: int, cout: int,
+def _answer_blocks() -> tuple[type, ...]:
+    """Blocks that already are the answer: the notebook's GoodBlock (and the base class it
+    shares with the suspects), the library's blocks, torchvision's."""
+    from torchvision.models.resnet import BasicBlock as TorchvisionBasic
+    from torchvision.models.resnet import Bottleneck as TorchvisionBottleneck
+
+    from ..blocks import ResidualBlock
+    from .bugs import _TwoConvBlock
+
+    return (_TwoConvBlock, ResidualBlock, TorchvisionBasic, TorchvisionBottleneck)
+
+
+def _borrowed_name(module: nn.Module) -> str:
+    name = type(module).__name__
+    if isinstance(module, GoodBlock) and type(module) is not GoodBlock:
+        return f"{name}, a subclass of GoodBlock"
+    if type(module).__module__.startswith("torchvision"):
+        return f"torchvision's {name}"
+    return name
+
+
+def _build(block: Callable[[int, int, int], nn.Module], cin: int, cout: int,
+           stride: int) -> nn.Module:
+    """`block(cin, cout, stride)`, or NotYet saying in words why it could not be built."""
+    case = f"block({cin}, {cout}, {stride})"
+    try:
+        mine = block(cin, cout, stride)
+    except NotImplementedError:
+        raise
+    except TypeError as e:
+        if "super(" in str(e):
+            raise NotYet(f"creating {case} failed: `super(...)` names a class yours does not "
+                         "derive from (suspect 6); write `super().__init__()`.") from None
+        raise NotYet(f"{case} could not be created ({e}): __init__ must take "
+                     "(in_channels, out_channels, stride=1), as CopiedBlock's does.") from None
+    except AttributeError as e:
+        if "before Module.__init__" in str(e):
+            raise NotYet(f"creating {case} failed: a layer is assigned before "
+                         "`super().__init__()` has run (suspect 6); call it first.") from None
+        raise NotYet(f"creating {case} failed: __init__ reads an attribute it has not set "
+                     f"yet ({e}).") from None
+    except Exception as e:
+        raise NotYet(f"creating {case} failed with {type(e).__name__} ({e}): __init__ only "
+                     "creates the layers, as CopiedBlock's does.") from None
+    if not isinstance(mine, nn.Module):
+        raise NotYet(f"{case} gives a {type(mine).__name__}: RepairedBlock must be an "
+                     "nn.Module, like CopiedBlock.")
+    borrowed = next((m for m in mine.modules() if isinstance(m, _answer_blocks())), None)
+    if borrowed is not None:
+        raise NotYet(f"{case} is (or holds) {_borrowed_name(borrowed)}: the notebook or the "
+                     "library wrote that block already. The point is to find CopiedBlock's "
+                     "mistakes and fix them yourself: start from a copy of CopiedBlock, with "
+                     "nn.Module as its base.")
+    biased = [n for n, m in mine.named_modules()
+              if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None]
+    if biased:
+        raise NotYet(f"{case} has convs with a bias ({', '.join(biased)}): each feeds a "
+                     "BatchNorm, which subtracts the channel's mean and so cancels the bias "
+                     "(suspect 4); create them with bias=False.")
+    if not hasattr(mine, "shortcut"):
+        others = [n for n in [*mine._modules, *(k for k, v in vars(mine).items()
+                                                 if v is None and not k.startswith("_"))]
+                  if n not in FIX_NAMES]
+        yours = f" (yours: {', '.join(others)})" if others else ""
+        raise NotYet(f"{case} has no attribute `shortcut`{yours}: keep CopiedBlock's names "
+                     f"{', '.join(FIX_NAMES)}, so that the check can copy a correct block's "
+                     "weights into yours.")
+    return mine
+
+
+def _judge_fixed_shortcut(mine: nn.Module, cin: int, cout: int, stride: int) -> None:
+    shortcut = mine.shortcut
+    projection = stride != 1 or cin != cout
+    if (projection and isinstance(shortcut, nn.Module) and not isinstance(shortcut, nn.Identity)
+            and not any(True for _ in shortcut.parameters())):
+        raise NotYet(f"block({cin}, {cout}, {stride})'s shortcut has no weights (option A). "
+                     "Option A is a fine shortcut, but this exercise repairs CopiedBlock, "
+                     "whose projection is option B: where the shape changes, keep a 1x1 conv "
+                     "and a BatchNorm in `shortcut`.")
+    # the series' one shortcut rule, as notebook 03's exercise judges it (option B)
+    judge_shortcut(shortcut, cin, cout, stride)
+
+
+def _run(mine: nn.Module, x: torch.Tensor, case: str, block) -> torch.Tensor:
+    """mine(x), or NotYet saying in words why the forward pass failed."""
+    where = f"{case}'s forward, on a {tuple(x.shape)} input,"
+    try:
+        y = mine(x)
+    except NotImplementedError:
+        raise
+    except AttributeError as e:
+        raise NotYet(f"{where} reads an attribute that __init__ never set ({e}): store it in "
+                     "__init__, or read it off a layer (suspect 1).") from None
+    except RuntimeError as e:  # e.g. F(x) + x with two shapes: diagnose names both
+        report = diagnose(TinyResNet(block, depth=2), (3, 32, 32))
+        if "shape-mismatch" in report.checks:
+            first = next(f for f in report.findings if f.check == "shape-mismatch")
+            raise NotYet(f"{case} fails on a {tuple(x.shape)} input: diagnose finds "
+                         f"[{first.check}] at {first.where}: {first.what} Fix: {first.fix}"
+                         ) from None
+        raise NotYet(f"{where} fails: a layer or the addition got a tensor of a shape it "
+                     f"cannot take ({e}). Apply the same layers in the same order as "
+                     "CopiedBlock.") from None
+    except Exception as e:
+        raise NotYet(f"{where} fails with {type(e).__name__} ({e}). Apply the same layers "
+                     "in the same order as CopiedBlock.") from None
+    if not isinstance(y, torch.Tensor):
+        raise NotYet(f"{where} returns {type(y).__name__}, not a tensor: return the block's "
+                     "output.")
+    return y
+
+
+def _compare_with_good_block(mine: nn.Module, block, cin: int, cout: int,
                              stride: int) -> None:
-    """Copy a GoodBlock's weights into `block(cin, cout, stride)`; the same output and the same
-    input gradient, in train mode, or NotYet saying what differs."""
+    """Copy a GoodBlock's weights into `mine`; the same output and the same input
+    gradient, in train mode, or NotYet saying what differs."""
     case = f"block({cin}, {cout}, {stride})"
     torch.manual_seed(0)
-    good, mine = GoodBlock(cin, cout, stride), block(cin, cout, stride)
+    good = GoodBlock(cin, cout, stride)
     theirs, ours = good.state_dict(), mine.state_dict()
     extra = [k for k in ours if k not in theirs]
     missing = [k for k in theirs if k not in ours]
-    biases = [k for k in extra if k.endswith(".bias") and not k.startswith("bn")
-              and ours[k].ndim == 1 and "shortcut" not in k]
-    if biases:
-        raise NotYet(f"{case} has {', '.join(biases)}: a conv bias right before BatchNorm is "
-                     "cancelled by it (suspect 4); create those convs with bias=False.")
-    # the series' one shortcut rule, as notebook 03's exercise judges it (option B)
-    judge_shortcut(getattr(mine, "shortcut", None), cin, cout, stride)
     if extra or missing:
         raise NotYet(f"{case}'s weights are not named like the block you fix "
                      f"(extra: {', '.join(extra) or 'none'}; missing: "
-                     f"{', '.join(missing) or 'none'}): keep conv1, bn1, conv2, bn2 and "
-                     "shortcut, so that the check can copy a correct block's weights into it.")
+                     f"{', '.join(missing) or 'none'}): keep {', '.join(FIX_NAMES)}, so that "
+                     "the check can copy a correct block's weights into it.")
+    wrong_shape = [k for k in theirs if ours[k].shape != theirs[k].shape]
+    if wrong_shape:
+        raise NotYet(f"{case}'s {wrong_shape[0]} has shape {tuple(ours[wrong_shape[0]].shape)}, "
+                     f"a correct block's {tuple(theirs[wrong_shape[0]].shape)}: compare the "
+                     "layer's channels, kernel size and stride with CopiedBlock's.")
     mine.load_state_dict(theirs)
     good.train(), mine.train()
     x = torch.randn(4, cin, 8, 8)
     x_good, x_mine = x.clone().requires_grad_(), x.clone().requires_grad_()
     y_good = good(x_good)
-    try:
-        y_mine = mine(x_mine)
-    except RuntimeError as e:  # e.g. F(x) + x with two shapes: diagnose names both
-        _no_findings(block, f"{case} fails on a {tuple(x.shape)} input ({e})")
-        raise
+    y_mine = _run(mine, x_mine, case, block)
     if tuple(y_mine.shape) != tuple(y_good.shape):
         raise NotYet(f"{case} maps {tuple(x.shape)} to {tuple(y_mine.shape)}, a correct block "
                      f"to {tuple(y_good.shape)}.")
@@ -315,11 +494,15 @@ def _compare_with_good_block(block: Callable[[int, int, int], nn.Module], cin: i
                      f"difference {float((y_mine - y_good).detach().abs().max()):.2g}): "
                      "y = ReLU(bn2(conv2(ReLU(bn1(conv1(x))))) + shortcut(x)).")
     y_good.square().sum().backward()
+    if not y_mine.requires_grad:
+        raise NotYet(f"{case}'s output is not connected to the autograd graph: does forward "
+                     "run under torch.no_grad() or detach the result?")
     y_mine.square().sum().backward()
-    if not torch.allclose(x_mine.grad, x_good.grad, atol=1e-4, rtol=1e-4):
+    if x_mine.grad is None or not torch.allclose(x_mine.grad, x_good.grad, atol=1e-4,
+                                                 rtol=1e-4):
         raise NotYet(f"{case} computes the right output, but the gradient that reaches x is "
                      "not a correct block's: is the shortcut's path cut out of the autograd "
-                     "graph (suspect 10)? Add x itself, not x.clone().detach().")
+                     "graph (suspect 10)? Add x itself, not a detached copy.")
 
 
 def _no_findings(block: Callable[[int, int, int], nn.Module], context: str):
@@ -335,15 +518,19 @@ def _no_findings(block: Callable[[int, int, int], nn.Module], context: str):
 
 @exercise
 def check_fixed_block(block: Callable[[int, int, int], nn.Module]) -> str:
-    """Exercise 1: a fix of `bugs.CopiedBlock`, checked against `GoodBlock` with copied
-    weights (output and input gradient) and with `diagnose` on a TinyResNet of it."""
+    """Exercise 1: a fix of `bugs.CopiedBlock`, written from it (not GoodBlock, the library's
+    or torchvision's blocks, or a wrapper around them), checked against `GoodBlock` with
+    copied weights (output and input gradient) and with `diagnose` on a TinyResNet of it."""
     with one_thread():
         return _check_fixed_block(block)
 
 
 def _check_fixed_block(block: Callable[[int, int, int], nn.Module]) -> str:
-    for cin, cout, stride in FIX_CASES:
-        _compare_with_good_block(block, cin, cout, stride)
+    built = [(_build(block, *case), case) for case in FIX_CASES]
+    for mine, case in built:
+        _judge_fixed_shortcut(mine, *case)
+    for mine, case in built:
+        _compare_with_good_block(mine, block, *case)
     report = _no_findings(block, "")
     return ("with a BasicBlock's weights your block gives its output and its gradient, and "
             f"diagnose finds nothing in a net of {len(report.blocks)} of them.")

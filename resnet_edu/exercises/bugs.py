@@ -1,7 +1,8 @@
 """Small buggy ResNet pieces, each with one planted mistake, for notebook 05 and its tests.
 
 Every mistake here is one that real ResNet code makes; none of them is copied from
-anywhere. Most of them do not crash: the net trains, just worse. Each class says what is
+anywhere. Most of them do not crash: they cost accuracy, parameters or compute, or nothing
+at all in a shallow net and much in a deep one. Each class says what is
 wrong in its docstring, under the number of the notebook's suspect; the notebook prints only
 `__init__` and `forward`, and calls each one by its neutral name in `SUSPECTS`, so the
 student looks before being told. `diagnose` (`resnet_edu.diagnostics`) finds every one that
@@ -170,8 +171,10 @@ class DetachedShortcutBlock(GoodBlock):
     """Suspect 10: the shortcut takes a detached copy of x.
 
     `x.clone().detach()` looks like a safe copy, but it also cuts the shortcut out of the
-    autograd graph: the gradient can only come back through F, as in a plain net, and over a
-    deep stack it vanishes (He et al. 2016, Eq. 5 loses its "1 +" term).
+    autograd graph: the gradient can only come back through F (He et al. 2016, Eq. 5 loses
+    its "1 +" term). Unlike a plain net's, it vanishes over a deep stack: the forward pass
+    still adds x, so the activations grow and each branch's BatchNorm divides by a growing
+    standard deviation, which shrinks the branch's Jacobian.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,8 @@ and Sec. 3.3). This module makes the shapes visible:
 - `conv_output_size`: floor((H + 2p - d(k-1) - 1) / s) + 1, the size `nn.Conv2d` (and the
   pooling layers) produce; `kernel_windows` lists which input pixels each output reads.
 - `block_shapes(BlockSpec(...))`: the calculator behind the notebook's interactive cell,
-  a pure function: both paths' shapes, whether they can be added, and the parameter cost.
+  a pure function: both paths' shapes, whether they can be added, and the cost in
+  parameters and multiply-adds.
 
 What a real model does to shapes, module by module, is traced by `resnet_edu.shape_trace`.
 """
@@ -131,8 +132,9 @@ class BlockSpec:
 @dataclass(frozen=True)
 class BlockShapes:
     """What the calculator found: (C, H, W) of both paths, whether F(x) + shortcut(x) is
-    defined, why not, and the parameters of each path (convs without bias, BN: 2 per
-    channel)."""
+    defined, why not, the parameters of each path (convs without bias, BN: 2 per channel)
+    and the multiply-adds of its convolutions for one image (BN, ReLU and option D's
+    average pool add a few operations per value, not counted)."""
 
     input: Shape
     main: Shape
@@ -142,6 +144,8 @@ class BlockShapes:
     main_params: int
     shortcut_params: int
     shortcut_name: str
+    main_macs: int = 0
+    shortcut_macs: int = 0
 
 
 def block_shapes(spec: BlockSpec) -> BlockShapes:
@@ -157,27 +161,29 @@ def block_shapes(spec: BlockSpec) -> BlockShapes:
         raise ValueError(f"conv2 cannot run on the {h1}x{h1} map conv1 leaves: {e}") from None
     main = (cout, h2, h2)
     main_params = cin * cout * k * k + cout * cout * k * k + 2 * 2 * cout  # 2 convs, 2 BNs
+    # each output value of a k x k conv costs C_in k k multiply-adds
+    main_macs = cin * k * k * cout * h1 * h1 + cout * k * k * cout * h2 * h2
     needed = needs_projection(cin, cout, spec.stride)
     option = spec.shortcut
     short: Shape | None
-    params = 0
+    params = macs = 0
     if option == "none" or (option in ("A", "B", "D") and not needed):
         short, name = (cin, s, s), "identity"
     elif option == "A":
         if cout < cin:
             return BlockShapes((cin, s, s), main, None, False,
                                f"option A can only add channels, not go {cin} -> {cout}",
-                               main_params, 0, "A: subsample + zero-pad")
+                               main_params, 0, "A: subsample + zero-pad", main_macs, 0)
         h = conv_output_size(s, 1, spec.stride)  # x[:, :, ::s, ::s]
         short, name = (cout, h, h), "A: subsample + zero-pad"
     elif option == "D":
         h = conv_output_size(s, spec.stride, spec.stride, ceil_mode=True)
         short, name = (cout, h, h), "D: avg-pool + 1x1 conv + BN"
-        params = cin * cout + 2 * cout
+        params, macs = cin * cout + 2 * cout, cin * cout * h * h
     else:  # B where needed, C everywhere: a strided 1x1 conv + BN (Eq. 2)
         h = conv_output_size(s, 1, spec.stride)
         short, name = (cout, h, h), f"{option}: 1x1 conv, stride {spec.stride} + BN"
-        params = cin * cout + 2 * cout
+        params, macs = cin * cout + 2 * cout, cin * cout * h * h
     problems = []
     if short[0] != main[0]:
         problems.append(f"channels differ ({main[0]} vs {short[0]})")
@@ -185,7 +191,7 @@ def block_shapes(spec: BlockSpec) -> BlockShapes:
         problems.append(f"spatial sizes differ ({main[1]}x{main[2]} vs {short[1]}x{short[2]})")
     reason = "shapes match" if not problems else "; ".join(problems)
     return BlockShapes((cin, s, s), main, short, not problems, reason, main_params, params,
-                       name)
+                       name, main_macs, macs)
 
 
 def describe_block(spec: BlockSpec) -> str:
@@ -195,10 +201,12 @@ def describe_block(spec: BlockSpec) -> str:
     lines = [
         f"input x        : {fmt(map(str, r.input))}",
         f"main path F(x) : {fmt(map(str, r.main))}  (two {spec.kernel}x{spec.kernel} convs, "
-        f"stride {spec.stride}, padding {spec.padding}; {r.main_params:,} parameters)",
+        f"stride {spec.stride}, padding {spec.padding}; {r.main_params:,} parameters, "
+        f"{r.main_macs:,} multiply-adds)",
         "shortcut       : "
         + (fmt(map(str, r.shortcut)) if r.shortcut else "-")
-        + f"  ({r.shortcut_name}; {r.shortcut_params:,} parameters)",
+        + f"  ({r.shortcut_name}; {r.shortcut_params:,} parameters, "
+        f"{r.shortcut_macs:,} multiply-adds)",
         ("F(x) + shortcut: OK, " if r.addable else "F(x) + shortcut: cannot add: ") + r.reason,
     ]
     return "\n".join(lines)
@@ -246,6 +254,7 @@ def draw_block_shapes(spec: BlockSpec, ax=None):
             color=color, weight="bold")
     ax.set_title(
         f"Basic block, shortcut {spec.shortcut!r}: {r.reason}\n"
-        f"parameters: main path {r.main_params:,}, shortcut {r.shortcut_params:,}",
+        f"parameters: main path {r.main_params:,}, shortcut {r.shortcut_params:,}; "
+        f"multiply-adds: {r.main_macs:,} and {r.shortcut_macs:,}",
         fontsize=11, color=color if not r.addable else "black")
     return ax

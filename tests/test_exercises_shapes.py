@@ -88,16 +88,133 @@ def test_unpadded_block_check():
 def _option_b(cin, cout, stride):
     if stride == 1 and cin == cout:
         return None
-    return make_downsample(cin, cout, stride, "B")
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
+                         nn.BatchNorm2d(cout))
 
 
-def test_shortcut_check_accepts_option_b_only():
-    assert check_shortcut(_option_b)
-    assert check_shortcut(lambda i, o, s: make_downsample(i, o, s, "B") or nn.Identity())
-    rejected = {"A": "option A", "C": "option C", "D": "ResNet-D"}
-    for option, hint in rejected.items():
-        feedback = check_shortcut(lambda i, o, s, option=option: make_downsample(i, o, s, option))
-        assert not feedback and hint in feedback.message, (option, feedback.message)
+class _ZeroChannels(nn.Module):
+    """Option A written as a student would: every s-th pixel, then zero channels, placed
+    `before` x's channels and the rest after (0: at the end; half: symmetric, as in popular
+    CIFAR code)."""
+
+    def __init__(self, cin, cout, stride, before=lambda extra: 0):
+        super().__init__()
+        self.cin, self.cout, self.stride, self.before = cin, cout, stride, before
+
+    def forward(self, x):
+        extra = self.cout - self.cin
+        front = self.before(extra)
+        return nn.functional.pad(x[:, :, ::self.stride, ::self.stride],
+                                 (0, 0, 0, 0, front, extra - front))
+
+
+def _option_a(before=lambda extra: 0, cls=_ZeroChannels):
+    return lambda i, o, s: None if (i, s) == (o, 1) else cls(i, o, s, before)
+
+
+def test_shortcut_check_accepts_options_a_and_b_and_names_the_cost():
+    option_b = check_shortcut(_option_b)
+    assert option_b and "option B" in option_b.message and "27,008 parameters" in option_b.message
+    assert "option A: 0" in option_b.message
+    end = check_shortcut(_option_a())
+    assert end and "option A" in end.message and "0 parameters" in end.message
+    assert "(at the end)" in end.message and "27,008" in end.message  # what B would cost
+    symmetric = check_shortcut(_option_a(lambda extra: extra // 2))
+    assert symmetric and "(on both sides)" in symmetric.message
+    # the identity may be returned as nn.Identity() or, for option A, the module itself
+    assert check_shortcut(lambda i, o, s: _option_b(i, o, s) or nn.Identity())
+    assert check_shortcut(lambda i, o, s: _ZeroChannels(i, o, s))
+    # option A from torch.nn layers alone: a 1x1 pool subsamples, ZeroPad3d pads dimension 1
+    assert check_shortcut(lambda i, o, s: None if (i, s) == (o, 1) else nn.Sequential(
+        nn.MaxPool2d(1, s), nn.ZeroPad3d((0, 0, 0, 0, 0, o - i))))
+    # both options in one rule: correct, and the message says so
+    mixed = check_shortcut(lambda i, o, s: _option_b(i, o, s) if s == 1 else
+                           _option_a()(i, o, s))
+    assert mixed and "option A on 3 and option B on 1" in mixed.message
+
+
+def test_shortcut_check_refuses_the_librarys_own_shortcut():
+    from resnet_edu import shortcuts
+    from resnet_edu.blocks import BasicBlock
+    from resnet_edu.shortcuts import ZeroPadShortcut
+
+    wrappers = {
+        "make_downsample": lambda i, o, s: make_downsample(i, o, s, "B"),
+        "shortcuts.make_downsample": lambda i, o, s: shortcuts.make_downsample(i, o, s, "A"),
+        "ZeroPadShortcut": lambda i, o, s: None if (i, s) == (o, 1) else ZeroPadShortcut(i, o, s),
+        "BasicBlock": lambda i, o, s: BasicBlock(i, o, s).downsample,
+    }
+    for name, fn in wrappers.items():
+        feedback = check_shortcut(fn)
+        assert not feedback and "ready-made shortcut" in feedback.message, (name, feedback)
+
+    class Mine(ZeroPadShortcut):  # a subclass reached without naming the library
+        pass
+
+    made = {(i, o, s): Mine(i, o, s) for i, o, s in ((64, 128, 2), (16, 32, 2), (32, 32, 2),
+                                                      (64, 256, 1))}
+    feedback = check_shortcut(lambda i, o, s: made.get((i, o, s)))
+    assert not feedback and "library's own ZeroPadShortcut" in feedback.message
+
+
+class _PadW(_ZeroChannels):
+    def forward(self, x):  # F.pad's first pair is W, not C
+        return nn.functional.pad(x[:, :, ::self.stride, ::self.stride], (0, self.cout - self.cin))
+
+
+class _OddRows(_ZeroChannels):
+    def forward(self, x):
+        return nn.functional.pad(x[:, :, 1::self.stride, 1::self.stride],
+                                 (0, 0, 0, 0, 0, self.cout - self.cin))
+
+
+class _Copies(_ZeroChannels):
+    def forward(self, x):
+        sub = x[:, :, ::self.stride, ::self.stride]
+        return torch.cat([sub, sub[:, : self.cout - self.cin]], dim=1)
+
+
+class _Averaged(_ZeroChannels):
+    def forward(self, x):
+        pooled = nn.functional.avg_pool2d(x, self.stride, ceil_mode=True)
+        return nn.functional.pad(pooled, (0, 0, 0, 0, 0, self.cout - self.cin))
+
+
+class _NoSubsample(_ZeroChannels):
+    def forward(self, x):
+        return nn.functional.pad(x, (0, 0, 0, 0, 0, self.cout - self.cin))
+
+
+class _NoZeros(_ZeroChannels):
+    def forward(self, x):
+        return x[:, :, ::self.stride, ::self.stride]
+
+
+class _Halved(_ZeroChannels):
+    def forward(self, x):
+        return 0.5 * super().forward(x)
+
+
+class _AlwaysTwo(_ZeroChannels):
+    def forward(self, x):  # stride 2 hard-coded, also where the block has stride 1
+        return nn.functional.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 0, self.cout - self.cin))
+
+
+def test_shortcut_check_explains_a_wrong_option_a():
+    cases = {
+        _PadW: "F.pad's pairs start from the last dimension",
+        _OddRows: "centred on rows and columns 0, 2, 4",
+        _Copies: "extra channels are not zero",
+        _Averaged: "does not average",
+        _NoSubsample: "subsample it with the block's stride",
+        _NoZeros: "add the missing ones",
+        _Halved: "multiplies x by 0.5",
+        _AlwaysTwo: "subsample with the block's stride, 1",
+    }
+    for cls, hint in cases.items():
+        feedback = check_shortcut(_option_a(cls=cls))
+        assert not feedback and hint in feedback.message, (cls.__name__, feedback.message)
+        assert "Error" not in feedback.message, feedback.message
 
 
 def _projection(*layers):
@@ -106,7 +223,7 @@ def _projection(*layers):
                             else nn.Sequential(*(make(i, o, s) for make in layers)))
 
 
-def test_shortcut_check_explains_what_is_wrong():
+def test_shortcut_check_explains_a_wrong_option_b():
     def constant(i, o, s):
         if (i, s) == (o, 1):
             return None
@@ -129,16 +246,24 @@ def test_shortcut_check_explains_what_is_wrong():
             "the stride is right, but padding=1",
         _projection(lambda i, o, s: nn.Conv2d(i, i, 1, stride=s, bias=False),
                     lambda i, o, s: nn.BatchNorm2d(i)): "out_channels=",
-        (lambda i, o, s: None): "needs a projection",
-        (lambda i, o, s: nn.Identity()): "needs a projection",
-        _projection(conv): "no BatchNorm",
+        # wrong channel counts: a hint, not PyTorch's RuntimeError
+        _projection(lambda i, o, s: nn.Conv2d(o, o, 1, stride=s, bias=False), bn):
+            "expects 128 input channels, but it receives 64",
+        _projection(conv, lambda i, o, s: nn.BatchNorm2d(i)):
+            "BatchNorm2d has 64 features, but the tensor it normalizes has 128",
+        (lambda i, o, s: None): "must take x to F(x)'s shape",
+        (lambda i, o, s: nn.Identity()): "must take x to F(x)'s shape",
+        # a bare 1x1 conv: the missing BatchNorm named, with the reason
+        _projection(conv): "no BatchNorm after its conv",
         _projection(conv, bn, lambda i, o, s: nn.ReLU()): "must stay linear",
         _projection(lambda i, o, s: nn.Conv2d(i, o, 1, stride=s), bn): "bias=False",
         _projection(lambda i, o, s: nn.Conv2d(i, o, 3, stride=s, padding=1, bias=False), bn):
             "kernel_size=1",
         _projection(lambda i, o, s: nn.BatchNorm2d(i), conv): "before the conv",
+        _projection(lambda i, o, s: nn.AvgPool2d(s, s, ceil_mode=True),
+                    lambda i, o, s: nn.Conv2d(i, o, 1, bias=False), bn): "ResNet-D",
         (lambda i, o, s: nn.Sequential(nn.Conv2d(i, o, 1, stride=s, bias=False),
-                                       nn.BatchNorm2d(o))): "return None",
+                                       nn.BatchNorm2d(o))): "option C",
         constant: "does not depend on x",
         not_a_module: "return an nn.Module",
         unattempted: "not attempted",
@@ -146,17 +271,49 @@ def test_shortcut_check_explains_what_is_wrong():
     for fn, hint in cases.items():
         feedback = check_shortcut(fn)
         assert not feedback and hint in feedback.message, (hint, feedback.message)
+        assert "Error:" not in feedback.message and "running your answer raised" not in \
+            feedback.message, feedback.message
+    bare = check_shortcut(_projection(conv))
+    assert "He et al. 2015" in bare.message and "torchvision" in bare.message
+    assert "F(x) ends in BatchNorm" in bare.message
 
 
-def test_one_shortcut_rule_for_notebooks_03_and_05():
-    """nb03's check_shortcut and nb05's check_shortcut_for judge with the same function."""
+def test_notebook_states_the_rules_the_shortcut_check_enforces():
+    """Exercise 1's instructions name both accepted options and every rule of the check."""
+    import json
+
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    i = next(i for i, c in enumerate(cells) if "check_shortcut(make_shortcut)" in
+             "".join(c["source"]) and c["cell_type"] == "code")
+    text = "".join(cells[i - 1]["source"])
+    for rule in ("option A", "option B", "BatchNorm", "no bias", "padding 0", "stride",
+                 "symmetric", "`None`", "option C", "ReLU", "make_downsample", "nn.Module"):
+        assert rule in text, rule
+
+
+def test_judge_shortcut_stays_option_b_for_notebook_05():
+    """`judge_shortcut` (notebook 05) accepts option B only; option A is named, not accepted."""
+    from resnet_edu.exercises import NotYet
     from resnet_edu.exercises.bug_hunt import check_shortcut_for
+    from resnet_edu.exercises.shapes import judge_shortcut, judge_shortcut_option
+
+    assert judge_shortcut(_option_b(16, 32, 2), 16, 32, 2) == (
+        "a 1x1 conv with the block's stride, no bias, then BatchNorm")
+    assert judge_shortcut(None, 16, 16, 1) == "the identity, since x already has F(x)'s shape"
+    with pytest.raises(NotYet, match=r"is option A .* asks for option B"):
+        judge_shortcut(_ZeroChannels(16, 32, 2), 16, 32, 2)
+    with pytest.raises(NotYet, match="needs a projection"):
+        judge_shortcut(None, 16, 32, 2)
+    verdict = judge_shortcut_option(_ZeroChannels(16, 32, 2), 16, 32, 2)
+    assert (verdict.option, verdict.parameters) == ("A", 0)
+    verdict = judge_shortcut_option(_option_b(16, 32, 2), 16, 32, 2)
+    assert (verdict.option, verdict.parameters) == ("B", 16 * 32 + 2 * 32)
 
     no_bn = _projection(lambda i, o, s: nn.Conv2d(i, o, 1, stride=s, bias=False))
     for check in (check_shortcut, check_shortcut_for):
         assert check(_option_b)
         feedback = check(no_bn)
-        assert not feedback and "no BatchNorm" in feedback.message
+        assert not feedback and "no BatchNorm after its conv" in feedback.message
 
 
 def test_resnet18_sizes_prediction():

@@ -288,7 +288,27 @@ def test_block_shapes_match_real_modules():
         assert (got.main, got.shortcut, got.addable) == (main, s, main == s), spec
         assert got.main_params == models.count_parameters(main_path), spec
         assert got.shortcut_params == (0 if short is None else models.count_parameters(short))
+        assert got.main_macs == _conv_macs(main_path, x), spec
+        assert got.shortcut_macs == (0 if short is None else _conv_macs(short, x)), spec
         assert ("cannot add" in describe_block(spec)) == (not got.addable)
+
+
+def _conv_macs(module: torch.nn.Module, x: torch.Tensor) -> int:
+    """Multiply-adds of every conv in `module` on `x`, counted from the real output shapes."""
+    total = 0
+
+    def count(conv, _inputs, out):
+        nonlocal total
+        k = conv.kernel_size[0] * conv.kernel_size[1]
+        total += out[0].numel() * k * conv.in_channels // conv.groups
+
+    handles = [m.register_forward_hook(count) for m in module.modules()
+               if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        module.eval()(x)
+    for h in handles:
+        h.remove()
+    return total
 
 
 def test_calculator_on_the_naive_block_and_the_fix():
@@ -299,6 +319,9 @@ def test_calculator_on_the_naive_block_and_the_fix():
     block = BasicBlock(16, 32, 2)
     assert fixed.addable
     assert fixed.main_params + fixed.shortcut_params == models.count_parameters(block)
+    # 16 -> 32 channels, 16x16 out: conv1 16*9*32*256, conv2 32*9*32*256; the 1x1 16*32*256
+    assert (fixed.main_macs, fixed.shortcut_macs) == (3_538_944, 131_072)
+    assert "131,072 multiply-adds" in describe_block(BlockSpec(32, 16, 32, 2, shortcut="B"))
 
 
 @pytest.mark.parametrize("kwargs", [{"size": 0}, {"stride": 0}, {"padding": -1},

@@ -6,6 +6,7 @@ import functools
 import inspect
 import numbers
 from collections.abc import Callable
+from dataclasses import dataclass
 from itertools import product
 
 import torch
@@ -149,15 +150,44 @@ def check_unpadded_block(f_shape: object, shortcut_shape: object) -> str:
             f"(k - 1) / 2 = 1 keeps the size, so only the stride changes it, on both paths.")
 
 
-# the modules a shortcut must not contain: it stays linear (He et al. 2015, Eq. 2)
+# the modules a shortcut must not contain: it carries x past the nonlinearities (Eq. 2: W_s x)
 _NONLINEAR = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.Sigmoid, nn.Tanh)
 _POOLS = (nn.AvgPool2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+# what Exercise 1 accepts where the shapes differ (He et al. 2015, Sec. 3.3)
+SHORTCUT_ANSWERS = ("A", "B")
 
 
-def _spatial_hint(module: nn.Module, stride: int) -> str:
-    """Why a shortcut's H, W differ from F(x)'s: its conv's stride, or its padding."""
+@dataclass(frozen=True)
+class ShortcutVerdict:
+    """What `judge_shortcut_option` found: "identity" (the shapes match), "A" or "B", a
+    one-line verdict, and the shortcut's parameter count."""
+
+    option: str
+    message: str
+    parameters: int
+    padding: str = ""  # option A: where the zero channels go ("at the end", "on both sides")
+
+
+def option_b_parameters(in_channels: int, out_channels: int) -> int:
+    """Option B's cost where the shape changes: the 1x1 conv's weights and BN's gamma, beta."""
+    return in_channels * out_channels + 2 * out_channels
+
+
+def _spatial_hint(module: nn.Module, stride: int, got: int, want: int, size: int) -> str:
+    """Why a shortcut's H, W differ from F(x)'s: its stride, its padding, or, without a conv,
+    the pixels it keeps."""
     convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
-    if convs and all(c.stride == (stride, stride) for c in convs):
+    if not convs:
+        if got == size and stride > 1:
+            return (f"your shortcut keeps x's {size}x{size}: subsample it with the block's "
+                    f"stride, {stride}")
+        if size % 2 == 0:
+            return (f"you keep {got} of {size} rows and columns, F(x) has {want}: subsample "
+                    f"with the block's stride, {stride}")
+        return (f"the main path's 3x3 windows (stride {stride}, padding 1) are centred on rows "
+                f"and columns 0, {stride}, {2 * stride}, ...: keep those pixels, which gives "
+                f"{want}, ceil({size}/{stride}), on odd sizes too")
+    if all(c.stride == (stride, stride) for c in convs):
         padded = [c for c in convs if c.padding != tuple((k - 1) // 2 for k in c.kernel_size)]
         if padded:
             pad = padded[0].padding
@@ -167,72 +197,222 @@ def _spatial_hint(module: nn.Module, stride: int) -> str:
     return "give the 1x1 conv the block's stride"
 
 
-def judge_shortcut(module: object, in_channels: int, out_channels: int, stride: int) -> str:
-    """The one rule for a shortcut in this series: torchvision's option B (He et al. 2015,
-    Sec. 3.3). Where x already has F(x)'s shape, the identity (`None` or `nn.Identity()`);
-    where it does not, a 1x1 conv without bias, with the block's stride, then BatchNorm.
+def _failure_hint(module: nn.Module, in_channels: int, out_channels: int) -> str:
+    """Why a shortcut could not run on x, in the notebook's words (no PyTorch message)."""
+    channels = in_channels  # follow x's channel count through the layers in order
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            if m.in_channels != channels:
+                return (f"your {m.kernel_size[0]}x{m.kernel_size[1]} conv expects "
+                        f"{m.in_channels} input channels, but it receives {channels}: the "
+                        f"block's input x has in_channels={in_channels}")
+            channels = m.out_channels
+        elif isinstance(m, nn.BatchNorm2d) and m.num_features != channels:
+            return (f"your BatchNorm2d has {m.num_features} features, but the tensor it "
+                    f"normalizes has {channels} channels: BatchNorm2d(n) needs n = the "
+                    "channels of its input")
+    return (f"follow x ({in_channels} channels) through your shortcut layer by layer: it must "
+            f"come out with {out_channels} channels and F(x)'s height and width")
 
-    Use it inside an `@exercise` check: it returns a one-line verdict or raises NotYet with
-    what exactly is off. Notebook 03 (Exercise 1) and notebook 05 judge shortcuts with it.
+
+def _run(module: nn.Module, x: torch.Tensor, case: str, in_channels: int,
+         out_channels: int) -> torch.Tensor:
+    """module(x) in eval mode without gradients; a failure becomes a hint, not an error."""
+    try:
+        with torch.no_grad():
+            out = module(x)
+    except NotImplementedError:
+        raise
+    except Exception as e:  # the student's module: say what is off in words
+        raise NotYet(f"for {case} your shortcut cannot run on x of shape {tuple(x.shape)} "
+                     f"(it raised {type(e).__name__}): "
+                     + _failure_hint(module, in_channels, out_channels)) from None
+    if not isinstance(out, torch.Tensor):
+        raise NotYet(f"for {case} your shortcut returns a {type(out).__name__}: its forward "
+                     "must return a tensor")
+    return out
+
+
+def _zero_channel_offset(out: torch.Tensor, x: torch.Tensor, stride: int) -> int | None:
+    """Where x's channels sit in `out` if `out` is option A of x (x[:, :, ::s, ::s] and zero
+    channels around it), else None."""
+    sub = x[:, :, ::stride, ::stride]
+    cin = sub.shape[1]
+    if out.shape[0] != sub.shape[0] or out.shape[2:] != sub.shape[2:] or out.shape[1] < cin:
+        return None
+    for k in range(out.shape[1] - cin + 1):
+        rest = torch.cat([out[:, :k], out[:, k + cin:]], dim=1)
+        if (torch.allclose(out[:, k:k + cin], sub, rtol=0, atol=1e-6)
+                and (rest.numel() == 0 or float(rest.abs().max()) <= 1e-6)):
+            return k
+    return None
+
+
+def _not_option_a(out: torch.Tensor, x: torch.Tensor, stride: int, layers: list[nn.Module],
+                  case: str) -> NotYet:
+    """A parameter-free shortcut of the right shape that is not option A: what is off."""
+    cin = x.shape[1]
+    pools = [type(m).__name__ for m in layers if isinstance(m, _POOLS)]
+    if pools:
+        return NotYet(f"for {case} your shortcut pools ({', '.join(pools)}): option A does not "
+                      "average or take maxima, it keeps every s-th pixel of x unchanged")
+    for offset in product(range(stride), repeat=2):
+        sub = x[:, :, offset[0]::stride, offset[1]::stride]
+        if offset != (0, 0) and sub.shape[2:] == out.shape[2:] and any(
+                torch.allclose(out[:, k:k + cin], sub, rtol=0, atol=1e-6)
+                for k in range(out.shape[1] - cin + 1)):
+            return NotYet(f"for {case} you keep rows {offset[0]}, {offset[0] + stride}, ... and "
+                          f"columns {offset[1]}, {offset[1] + stride}, ...: the main path's "
+                          "windows are centred on rows and columns 0, s, 2s, ..., so keep those "
+                          "(on an odd size yours also has one pixel too few)")
+    pooled = nn.functional.avg_pool2d(x, stride, ceil_mode=True)
+    if pooled.shape[2:] == out.shape[2:] and any(
+            torch.allclose(out[:, k:k + cin], pooled, rtol=0, atol=1e-5)
+            for k in range(out.shape[1] - cin + 1)):
+        return NotYet(f"for {case} your shortcut averages {stride}x{stride} pixels: option A "
+                      "does not average, it keeps every s-th pixel of x unchanged")
+    sub = x[:, :, ::stride, ::stride]
+    for k in range(out.shape[1] - cin + 1):
+        if torch.allclose(out[:, k:k + cin], sub, rtol=0, atol=1e-6):
+            return NotYet(f"for {case} x's channels are there, but the {out.shape[1] - cin} "
+                          "extra channels are not zero: option A appends channels of zeros "
+                          "(copies of x would be a different shortcut)")
+    ratio = out.flatten() @ torch.nn.functional.pad(
+        sub, (0, 0, 0, 0, 0, out.shape[1] - cin)).flatten()
+    scale = float(ratio / sub.square().sum())
+    if _zero_channel_offset(out / scale, x, stride) is not None and abs(scale - 1) > 1e-3:
+        return NotYet(f"for {case} your shortcut multiplies x by {scale:.3g}: the identity "
+                      "part of option A carries x unchanged")
+    return NotYet(f"for {case} your shortcut has no weights but is not option A: where the "
+                  "shape changes, option A keeps x's pixels at rows and columns 0, s, 2s, ... "
+                  "unchanged and appends out_channels - in_channels channels of zeros")
+
+
+def _library_modules(module: nn.Module) -> list[str]:
+    """The library's own modules inside a shortcut (ZeroPadShortcut, a block, ...), named by
+    the library class they are or derive from."""
+    return sorted({base.__name__ for m in module.modules() for base in type(m).__mro__[:1]
+                   + tuple(b for b in type(m).__mro__ if b.__module__.split(".")[0]
+                           == "resnet_edu")[:1]
+                   if base.__module__.split(".")[0] == "resnet_edu"})
+
+
+def judge_shortcut_option(module: object, in_channels: int, out_channels: int, stride: int,
+                          accept: tuple[str, ...] = SHORTCUT_ANSWERS) -> ShortcutVerdict:
+    """Judge a shortcut for a basic block (two 3x3 convs with padding 1, the first strided).
+
+    Where x already has F(x)'s shape it must be the identity (`None` or `nn.Identity()`).
+    Where it does not, `accept` names what passes (He et al. 2015, Sec. 3.3):
+    "A": x[:, :, ::s, ::s] with zero channels appended, at the end or on both sides, no
+    parameters; "B": a 1x1 conv with the block's stride, padding 0, no bias, then
+    BatchNorm. Returns the verdict, or raises NotYet with what exactly is off (in words,
+    never a PyTorch error). The library's own modules are refused.
     """
     case = f"in_channels={in_channels}, out_channels={out_channels}, stride={stride}"
     if module is not None and not isinstance(module, nn.Module):
         raise NotYet(f"for {case} you return a {type(module).__name__}: return an nn.Module "
-                     "(nn.Identity(), nn.Sequential(...)) or None, so the block registers "
-                     "its weights")
+                     "(nn.Identity(), nn.Sequential(...), or an nn.Module subclass of your own) "
+                     "or None, so the block registers it")
+    if module is not None and (own := _library_modules(module)):
+        raise NotYet(f"for {case} your shortcut is built from the library's own "
+                     f"{', '.join(own)}: write the shortcut yourself from torch.nn layers (or "
+                     "a small nn.Module of your own)")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         x, x2 = torch.randn(2, 2, in_channels, 8, 8)
-        main = nn.Conv2d(in_channels, out_channels, 3, stride, padding=1, bias=False)
-        with torch.no_grad():
-            want = tuple(main(x).shape)
-    params = module is not None and any(True for _ in module.parameters())
+        x_odd = torch.randn(2, in_channels, 7, 7)
+    want = (2, out_channels, *(conv_output_size(8, 3, stride, 1),) * 2)
+    want_odd = (2, out_channels, *(conv_output_size(7, 3, stride, 1),) * 2)
+    params = 0 if module is None else sum(p.numel() for p in module.parameters())
     if not needs_projection(in_channels, out_channels, stride):
         if params:
             raise NotYet(f"for {case} your shortcut has parameters, but x already has F(x)'s "
                          "shape: return None (the identity) here. A projection on every block "
-                         "is option C, which buys little for its parameters (He et al. 2015, "
-                         "Table 3)")
+                         "is option C (He et al. 2015, Table 3), which this rule does not use: "
+                         "the identity costs nothing where it fits")
         if module is not None:
-            with torch.no_grad():
-                same = module.eval()(x)
-            if not (isinstance(same, torch.Tensor) and same.shape == x.shape
-                    and torch.equal(same, x)):
+            same = _run(module.eval(), x, case, in_channels, out_channels)
+            if not (same.shape == x.shape and torch.equal(same, x)):
                 raise NotYet(f"for {case} x already has F(x)'s shape, so the shortcut is x "
                              "itself: return None or nn.Identity()")
-        return "the identity, since x already has F(x)'s shape"
+        return ShortcutVerdict("identity", "the identity, since x already has F(x)'s shape", 0)
     if module is None or isinstance(module, nn.Identity):
+        need = ("option B needs a projection" if accept == ("B",) else
+                "the shortcut must take x to F(x)'s shape")
         raise NotYet(f"for {case} you return the identity, but x ({in_channels} channels, "
                      f"8x8) cannot be added to F(x) ({want[1]} channels, {want[2]}x{want[3]}): "
-                     "it needs a projection")
+                     f"{need}")
     nonlinear = [type(m).__name__ for m in module.modules() if isinstance(m, _NONLINEAR)]
     if nonlinear:
         raise NotYet(f"for {case} your shortcut contains {', '.join(nonlinear)}: a shortcut "
-                     "must stay linear, W_s x (He et al. 2015, Eq. 2)")
+                     "has no activation, it must stay linear (W_s x in He et al. 2015, Eq. 2) "
+                     "and carry x past the block's nonlinearities")
     module.eval()
-    with torch.no_grad():
-        got, got2 = module(x), module(x2)
-    if tuple(got.shape) != want:
-        what = []
-        if got.shape[1] != want[1]:
-            what.append(f"out_channels={out_channels} for the 1x1 conv")
-        if tuple(got.shape[2:]) != want[2:]:
-            what.append(_spatial_hint(module, stride))
-        raise NotYet(f"for {case} your shortcut maps {tuple(x.shape)} to {tuple(got.shape)}, "
-                     f"but the main path F(x) gives {want}: " + "; ".join(what))
-    if torch.allclose(got, got2):
-        raise NotYet(f"for {case} the shortcut's output does not depend on x: it must carry "
-                     "x (a projection of it) past the convs")
     layers = [m for m in module.modules() if not any(True for _ in m.children())]
     convs = [m for m in layers if isinstance(m, nn.Conv2d)]
+    for inp, target in ((x, want), (x_odd, want_odd)):
+        got = _run(module, inp, case, in_channels, out_channels)
+        if tuple(got.shape) != target:
+            what = []
+            if got.ndim != 4 or got.shape[0] != target[0]:
+                what.append("keep the batch and the (B, C, H, W) layout")
+            elif not convs and got.shape[2] != got.shape[3]:
+                what.append("your zeros went into H or W: F.pad's pairs start from the last "
+                            "dimension, (W left, W right, H top, H bottom, C front, C back)")
+            else:
+                if got.shape[1] != target[1]:
+                    if convs:
+                        what.append(f"out_channels={out_channels} for the 1x1 conv")
+                    elif got.shape[1] == in_channels:
+                        what.append(f"x has {in_channels} channels, F(x) {out_channels}: "
+                                    "add the missing ones")
+                    else:
+                        what.append(f"you end with {got.shape[1]} channels, F(x) has "
+                                    f"{out_channels}")
+                if tuple(got.shape[2:]) != target[2:]:
+                    what.append(_spatial_hint(module, stride, got.shape[2], target[2],
+                                              inp.shape[2]))
+            raise NotYet(f"for {case} your shortcut maps {tuple(inp.shape)} to "
+                         f"{tuple(got.shape)}, but the main path F(x) gives {target}: "
+                         + "; ".join(what))
+    got, got2 = _run(module, x, case, in_channels, out_channels), _run(
+        module, x2, case, in_channels, out_channels)
+    if torch.allclose(got, got2):
+        raise NotYet(f"for {case} the shortcut's output does not depend on x: it must carry "
+                     "x (or a projection of it) past the convs")
     pools = [type(m).__name__ for m in layers if isinstance(m, _POOLS)]
+    if not convs:
+        offset = _zero_channel_offset(got, x, stride) if not params else None
+        if offset is not None and _zero_channel_offset(
+                _run(module, x_odd, case, in_channels, out_channels), x_odd, stride) == offset:
+            extra = out_channels - in_channels
+            where = ("none needed" if not extra else "at the end" if offset == 0 else
+                     "at the front" if offset == extra else "on both sides"
+                     if offset in (extra // 2, -(-extra // 2)) else
+                     f"{offset} before x's channels, {extra - offset} after")
+            if "A" not in accept:
+                raise NotYet(f"for {case} your shortcut is option A (x subsampled, zero "
+                             "channels added, no weights): a correct shortcut, but this "
+                             f"exercise asks for option {' or '.join(accept)}, a 1x1 conv "
+                             "that learns how to mix the channels")
+            return ShortcutVerdict(
+                "A", f"option A: x[:, :, ::{stride}, ::{stride}] with {extra} zero channels "
+                f"({where}), 0 parameters", 0, where)
+        if "A" not in accept:
+            raise NotYet(f"for {case} your shortcut has no conv (zero channels are option A): "
+                         "option B projects with a 1x1 conv, which learns how to mix the "
+                         "channels")
+        if params:
+            raise NotYet(f"for {case} your shortcut has {params} weights but no conv: option A "
+                         "has no weights at all, option B is a 1x1 conv then BatchNorm")
+        raise _not_option_a(got, x, stride, layers, case)
+    if "B" not in accept:
+        raise NotYet(f"for {case} your shortcut has a conv: this exercise asks for option A, "
+                     "which has no weights")
     if pools:
         raise NotYet(f"for {case} your shortcut pools ({', '.join(pools)}) before projecting: "
-                     "that is ResNet-D (He et al. 2019). The rule here is torchvision's option "
-                     "B: the 1x1 conv itself takes the block's stride")
-    if not convs:
-        raise NotYet(f"for {case} your shortcut has no conv (zero channels are option A): "
-                     "option B projects with a 1x1 conv, which learns how to mix the channels")
+                     "that is ResNet-D (He et al. 2019). Option B's 1x1 conv itself takes the "
+                     "block's stride")
     if len(convs) > 1:
         raise NotYet(f"for {case} your shortcut has {len(convs)} convs: one 1x1 conv is the "
                      "whole projection")
@@ -247,36 +427,117 @@ def judge_shortcut(module: object, in_channels: int, out_channels: int, stride: 
                      "(torchvision's conv1x1 has none)")
     norms = [i for i, m in enumerate(layers) if isinstance(m, nn.BatchNorm2d)]
     if not norms:
-        raise NotYet(f"for {case} your shortcut has no BatchNorm after its conv: option B "
-                     "(torchvision) normalizes the projection like every other conv output, "
-                     "nn.Sequential(nn.Conv2d(...), nn.BatchNorm2d(out_channels))")
+        raise NotYet(f"for {case} your shortcut has no BatchNorm after its conv: option B, "
+                     "as He et al. 2015 build it (BN right after each convolution, Sec. 3.4) "
+                     "and torchvision copies it, normalizes the projection like every other "
+                     "conv output, so that it is on F(x)'s scale (F(x) ends in BatchNorm too) "
+                     "whatever the conv's weights grow to"
+                     + ("" if "A" not in accept else
+                        "; a shortcut with no weights at all is option A"))
     if norms[0] < layers.index(conv):
         raise NotYet(f"for {case} the BatchNorm comes before the conv: put it after, so it "
                      "normalizes the projection's output")
-    return "a 1x1 conv with the block's stride, no bias, then BatchNorm"
+    return ShortcutVerdict("B", "a 1x1 conv with the block's stride, no bias, then BatchNorm",
+                           params)
+
+
+def judge_shortcut(module: object, in_channels: int, out_channels: int, stride: int) -> str:
+    """The shortcut rule of torchvision and of this series' `BasicBlock`: option B (He et al.
+    2015, Sec. 3.3). Where x already has F(x)'s shape, the identity (`None` or
+    `nn.Identity()`); where it does not, a 1x1 conv without bias, with the block's stride,
+    then BatchNorm. Option A (zero channels) is refused here, with a message that names it:
+    notebook 03's Exercise 1 accepts A too, through `judge_shortcut_option`.
+
+    Use it inside an `@exercise` check: it returns a one-line verdict or raises NotYet with
+    what exactly is off. Notebook 05 judges shortcuts with it.
+    """
+    return judge_shortcut_option(module, in_channels, out_channels, stride, ("B",)).message
+
+
+# names whose use makes make_shortcut a wrapper around a ready-made shortcut
+_LIBRARY_SHORTCUTS = ("make_downsample", "ZeroPadShortcut", "BasicBlock", "Bottleneck",
+                      "downsample")
+
+
+def _names_used(fn: Callable) -> set[str]:
+    """The global names and attributes `fn`'s code reads, with its nested functions'."""
+    names, stack = set(), [getattr(fn, "__code__", None)]
+    while stack:
+        code = stack.pop()
+        if code is None:
+            continue
+        names.update(code.co_names, code.co_freevars)
+        stack.extend(c for c in code.co_consts if hasattr(c, "co_names"))
+    return names
+
+
+def _wrapped_library(fn: Callable) -> str | None:
+    """The ready-made shortcut `fn` calls (the library's, or a network's `downsample`)."""
+    from .. import blocks, shortcuts
+
+    ours = {id(getattr(shortcuts, n, None)) for n in _LIBRARY_SHORTCUTS} | {
+        id(getattr(blocks, n, None)) for n in _LIBRARY_SHORTCUTS}
+    ours.discard(id(None))
+    scope = getattr(fn, "__globals__", {})
+    for name in sorted(_names_used(fn)):
+        if name in scope:
+            if id(scope[name]) in ours:
+                return name
+        elif name in _LIBRARY_SHORTCUTS:  # an attribute: shortcuts.make_downsample, .downsample
+            return name
+    return None
 
 
 @exercise
 def check_shortcut(make_shortcut: Callable[[int, int, int], nn.Module | None]) -> str:
-    """Exercise 1: `make_shortcut(in_channels, out_channels, stride)` is the shortcut rule
-    (option B, judged by `judge_shortcut`), and makes a BasicBlock work on every case of
-    SHORTCUT_CASES, odd sizes included."""
+    """Exercise 1: `make_shortcut(in_channels, out_channels, stride)` is the shortcut rule,
+    option A or option B (judged by `judge_shortcut_option`), and makes a BasicBlock work on
+    every case of SHORTCUT_CASES, odd sizes included. A function that calls the library's
+    shortcut (or takes a network's `downsample`) is refused."""
+    if (name := _wrapped_library(make_shortcut)) is not None:
+        raise NotYet(f"your make_shortcut uses {name}, a ready-made shortcut: the exercise is "
+                     "to build the module yourself, from torch.nn layers (option B) or a small "
+                     "nn.Module of your own (option A)")
+    verdicts = {}
     for cin, cout, stride, size in SHORTCUT_CASES:
         module = make_shortcut(cin, cout, stride)
-        judge_shortcut(module, cin, cout, stride)
+        verdicts[cin, cout, stride] = judge_shortcut_option(module, cin, cout, stride)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             block = BasicBlock(cin, cout, stride)
             x = torch.randn(2, cin, size, size)
         block.downsample = module
-        with torch.no_grad():
-            y = block.eval()(x)
+        try:
+            with torch.no_grad():
+                y = block.eval()(x)
+        except Exception:  # judged above, so only an unusual module gets here
+            raise NotYet(f"BasicBlock({cin}, {cout}, stride={stride}) with your shortcut "
+                         f"cannot run on a {size}x{size} input: the shortcut must give F(x)'s "
+                         f"shape, ({cout}, {-(-size // stride)}, {-(-size // stride)})") from None
         if tuple(y.shape[1:]) != (cout, -(-size // stride), -(-size // stride)):
             raise NotYet(f"in BasicBlock({cin}, {cout}, stride={stride}) on {size}x{size} the "
                          f"output has shape {tuple(y.shape)}")
-    return ("the identity where the shapes match, a 1x1 conv (the block's stride, no bias) + "
-            "BatchNorm where they differ: option B, torchvision's downsample. Every block runs, "
-            "odd sizes included.")
+    changed = {k: v for k, v in verdicts.items() if v.option != "identity"}
+    options = sorted({v.option for v in changed.values()})
+    cost_b = sum(option_b_parameters(cin, cout) for cin, cout, _ in changed)
+    cost = sum(v.parameters for v in changed.values())
+    cases = f"the {len(changed)} blocks that change shape"
+    tail = " Every block runs, odd sizes included."
+    if options == ["A"]:
+        where = sorted({v.padding for v in changed.values()} - {"none needed"})
+        return ("option A: the identity where the shapes match; where they differ, x "
+                f"subsampled with the block's stride and zero channels appended "
+                f"({' or '.join(where)}). Cost: 0 parameters on {cases} (option B would "
+                f"add {cost_b:,}). He et al.'s CIFAR nets, their ImageNet ResNet-18/34 of "
+                "Table 2 and this series' cifar_resnet use it." + tail)
+    if options == ["B"]:
+        return ("option B: the identity where the shapes match, a 1x1 conv (the block's "
+                "stride, no bias) + BatchNorm where they differ, torchvision's downsample. "
+                f"Cost: {cost:,} parameters on {cases} (option A: 0)." + tail)
+    return (f"option A on {sum(v.option == 'A' for v in changed.values())} and option B on "
+            f"{sum(v.option == 'B' for v in changed.values())} of {cases}: both are correct "
+            f"shortcuts, though a network usually keeps one rule. Cost: {cost:,} parameters "
+            f"(all A: 0; all B: {cost_b:,})." + tail)
 
 
 # the prediction of section 5: ResNet-18's feature-map size H (= W) on a 227x227 image

@@ -89,9 +89,10 @@ def most_confident_mistakes(probs: torch.Tensor, labels: torch.Tensor, k: int = 
                             by: str = "confidence") -> torch.Tensor:
     """Indices of the k worst wrong predictions: `by="confidence"`, the highest probability
     given to the (wrong) predicted class; `by="loss"`, the lowest probability given to the
-    true class (the largest cross-entropy). A model trained with label smoothing keeps its
-    top probability below about 1 - eps, so many mistakes tie near that cap in confidence;
-    the loss still separates them."""
+    true class (the largest cross-entropy). Ranked by loss, the images on which the model was
+    most wrong about the truth come first, whatever it predicted instead. (Label smoothing
+    moves the *training* optimum of the true class's probability to 1 - eps + eps/K; it caps
+    nothing on unseen images.)"""
     if probs.ndim != 2 or len(probs) != len(labels):
         raise ValueError(f"expected probs (N, classes) and labels (N,), got "
                          f"{tuple(probs.shape)} and {tuple(labels.shape)}")

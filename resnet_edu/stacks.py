@@ -334,7 +334,7 @@ def plot_gains_vs_depth(config: LinearStack, kinds: Sequence[str] = ("plain", "r
                 label=f"{kind}: measured")
         expected = [expected_rms_gain(config.scale, k, residual) for k in gains.depths]
         ax.plot(gains.depths, expected, color=dark[kind], ls=(0, (4, 2)), lw=1.6, zorder=3,
-                label=f"{kind}: expected")
+                label=f"{kind}: expected (RMS)")
     ax.axhline(1.0, color="gray", lw=0.8, ls=":")
     ax.set_yscale("log")
     ax.set_xlabel("depth k (number of linear blocks)")

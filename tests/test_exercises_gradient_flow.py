@@ -93,6 +93,63 @@ def test_grad_norm_loop_explains_what_is_wrong():
         assert hint in feedback.message, (hint, feedback.message)
 
 
+def test_grad_norm_loop_names_errors_in_the_loop():
+    """An error in the student's loop gets a hint in the notebook's words, never the raw
+    PyTorch error (issue 28, point 7)."""
+
+    def zero_after_backward(model, images, labels, set_to_none=True):  # the slip
+        nn.functional.cross_entropy(model(images), labels).backward()
+        model.zero_grad(set_to_none=set_to_none)
+        return {n: m.weight.grad.norm().item() for n, m in model.named_modules()
+                if isinstance(m, LAYERS)}
+
+    def no_backward(model, images, labels):  # reads .grad before anything wrote it
+        model.zero_grad()
+        nn.functional.cross_entropy(model(images), labels)
+        return {n: m.weight.grad.norm().item() for n, m in model.named_modules()
+                if isinstance(m, LAYERS)}
+
+    def under_no_grad(model, images, labels):
+        with torch.no_grad():
+            loss = nn.functional.cross_entropy(model(images), labels)
+        loss.backward()
+
+    def every_module(model, images, labels):
+        _loop(model, images, labels, keep=lambda m: True)
+
+    def loss_module(model, images, labels):
+        nn.CrossEntropyLoss(model(images), labels).backward()
+
+    def twice(model, images, labels):
+        loss = nn.functional.cross_entropy(model(images), labels)
+        loss.backward()
+        loss.backward()
+
+    cases = {
+        "clears the gradients after backward()": zero_after_backward,
+        "every .grad is all zeros": lambda m, x, y: zero_after_backward(m, x, y, False),
+        "no gradient has been computed yet": no_backward,
+        "not inside torch.no_grad()": under_no_grad,
+        "has none: keep only the modules": every_module,
+        "not on the model's output": lambda m, x, y: m(x).sum(0).backward(),
+        "a loss per image": lambda m, x, y: _loop(
+            m, x, y, loss=lambda o, t: nn.functional.cross_entropy(o, t, reduction="none")),
+        "on a Python number": lambda m, x, y: _loop(
+            m, x, y, loss=lambda o, t: nn.functional.cross_entropy(o, t).item()),
+        "the logits) first": lambda m, x, y: _loop(
+            m, x, y, loss=lambda o, t: nn.functional.cross_entropy(t, o)),
+        "nn.CrossEntropyLoss is a class": loss_module,
+        "backward() ran twice": twice,
+        "Go through the steps again": lambda m, x, y: 1 / 0,
+    }
+    for hint, fn in cases.items():
+        feedback = check_grad_norm_loop(fn)
+        assert isinstance(feedback, Feedback) and not feedback, hint
+        assert hint in feedback.message, (hint, feedback.message)
+        assert "running your answer raised" not in feedback.message, feedback.message
+        assert "NoneType" not in feedback.message, feedback.message
+
+
 def test_drift_prediction():
     theory = 0.5 * math.log10(DEFAULT_INIT_N_VAR / 2)
     right = check_drift_prediction(round(theory, 2))
@@ -127,10 +184,41 @@ def _option_a(block, x):
     return block.relu(out + x)
 
 
-def test_shortcut_forward():
-    right = check_shortcut_forward(_option_a)
-    assert right and "ResNet-56" in right.message, right.message
+def _symmetric(block, x):  # akamaster's and kuangliu's option A: planes//4 zeros on each side
+    out = block.residual_branch(x)
+    if out.shape != x.shape:
+        planes = block.out_channels
+        x = nn.functional.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, planes // 4, planes // 4),
+                              "constant", 0)
+    return block.relu(out + x)
 
+
+def _zeros_first(block, x):
+    out = block.residual_branch(x)
+    if out.shape != x.shape:
+        x = x[:, :, ::block.stride, ::block.stride]
+        x = torch.cat([torch.zeros_like(x), x], dim=1)
+    return block.relu(out + x)
+
+
+def test_shortcut_forward_accepts_every_option_a():
+    right = check_shortcut_forward(_option_a)
+    assert right and "ResNet-56" in right.message and "sit" not in right.message, right.message
+    for fn, where in ((_symmetric, "on both sides"), (_zeros_first, "before x's channels")):
+        feedback = check_shortcut_forward(fn)
+        assert feedback and where in feedback.message, feedback.message
+        assert "both are option A" in feedback.message
+
+
+def test_shortcut_forward_leaves_the_random_state_alone():
+    torch.manual_seed(123)
+    want = torch.rand(3)
+    torch.manual_seed(123)
+    check_shortcut_forward(_option_a)
+    assert torch.equal(torch.rand(3), want)
+
+
+def test_shortcut_forward():
     def no_reshape(block, x):  # the first try: add, then ReLU, everywhere
         return block.relu(block.residual_branch(x) + x)
 
@@ -146,16 +234,70 @@ def test_shortcut_forward():
             x = ZeroPadShortcut(block.inplanes, block.out_channels, block.stride)(x)
         return block.relu(out) + x
 
+    def only_where_shapes_match(block, x):  # no shortcut at all in the transitions
+        out = block.residual_branch(x)
+        return block.relu(out + x if out.shape == x.shape else out)
+
+    def no_subsampling(block, x):  # zero channels, but H and W kept
+        out = block.residual_branch(x)
+        if out.shape != x.shape:
+            x = nn.functional.pad(x, (0, 0, 0, 0, 0, block.out_channels - block.inplanes))
+        return block.relu(out + x)
+
+    def repeated_channels(block, x):  # the extra channels are a copy of x, not zeros
+        out = block.residual_branch(x)
+        if out.shape != x.shape:
+            x = x[:, :, ::2, ::2]
+            x = torch.cat([x, x], dim=1)
+        return block.relu(out + x)
+
+    def swapped_arguments(block, x):
+        out = block.residual_branch(x)
+        if out.shape != x.shape:
+            x = ZeroPadShortcut(block.out_channels, block.inplanes, block.stride)(x)
+        return block.relu(out + x)
+
+    def downsample(block, x):  # the residual block's own attribute: None in a plain block
+        out = block.residual_branch(x)
+        if out.shape != x.shape:
+            x = block.downsample(x)
+        return block.relu(out + x)
+
+    def detached(block, x):  # the whole input cut off from the graph
+        return _option_a(block, x.detach())
+
+    def detached_shortcut(block, x):  # the gradient flows through F only: a plain net's
+        out = block.residual_branch(x)
+        x = x.detach()
+        if out.shape != x.shape:
+            x = ZeroPadShortcut(block.inplanes, block.out_channels, block.stride)(x)
+        return block.relu(out + x)
+
+    def padded_everywhere(block, x):
+        out = block.residual_branch(x)
+        x = nn.functional.pad(x[:, :, ::block.stride, ::block.stride], (0, 0, 0, 0, 0, 16))
+        return block.relu(out + x)
+
     cases = {
         "in layer2.0 F(x) is (B, 32, 16, 16) but x is (B, 16, 32, 32)": no_reshape,
-        "projection (option B)": projection,
+        "projection is option B": projection,
         "AFTER the block's last ReLU": after_relu,
         "add the input x": lambda block, x: block.relu(block.residual_branch(x)),
+        "your forward adds nothing": only_where_shapes_match,
+        "brought to F(x)'s shape": no_subsampling,
+        "fills the extra channels with zeros": repeated_channels,
+        "takes x's channels first": swapped_arguments,
+        "has no shortcut module": downsample,
+        "the plain block has no `shortcut_module`": lambda block, x: block.shortcut_module(x),
+        "shortcut changes x's shape": padded_everywhere,
+        "does your shortcut .detach() x": detached_shortcut,
+        "no gradient reaches the first blocks": detached,
         "not attempted": lambda block, x: ...,
     }
     for hint, fn in cases.items():
         feedback = check_shortcut_forward(fn)
         assert not feedback and hint in feedback.message, (hint, feedback.message)
+        assert "running your answer raised" not in feedback.message, feedback.message
     assert "option B" not in check_shortcut_forward(after_relu).message
 
 
@@ -198,3 +340,14 @@ def test_weight_spread():
         feedback = check_weight_spread(fn, guess)
         assert not feedback and hint in feedback.message, (hint, feedback.message)
     assert "not attempted" in check_weight_spread(lambda table: ..., 1.0).message
+
+
+def test_weight_spread_names_errors_in_the_function():
+    cases = {
+        "table.of_kind('weight')": lambda table: _spread(table.of_kind("weights")),
+        "each row's .norm": lambda table: min(table.of_kind("weight")) / 1,
+    }
+    for hint, fn in cases.items():
+        feedback = check_weight_spread(fn, 0.5)
+        assert not feedback and hint in feedback.message, (hint, feedback.message)
+        assert "running your answer raised" not in feedback.message, feedback.message

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..data import load_sample, normalize
-from ..gradients import WEIGHT, GradientNorms, drift_decades, gradient_norms
+from ..gradients import ACTIVATION, WEIGHT, GradientNorms, drift_decades, gradient_norms
 from ..models import cifar_resnet
 from . import NotYet, close, exercise, judge_choice, judge_prediction
 
@@ -56,6 +56,90 @@ def _as_norms(got: object) -> dict[str, float]:
     return out
 
 
+_LOOP_STEPS = ("clear the gradients, one forward pass, the mean cross-entropy loss, one "
+               ".backward(), then each conv/linear module's weight.grad.norm()")
+_ZERO_AFTER_BACKWARD = ("your function clears the gradients after backward(): zero_grad() "
+                        "throws away what backward() has just written, so {what} when you read "
+                        "it. Clearing belongs before the forward pass (the first step), not "
+                        "between backward() and reading .grad")
+
+
+def _weight_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def _from_loss_module(e: BaseException) -> bool:
+    """The error came out of constructing a loss module (nn.CrossEntropyLoss(logits, labels))."""
+    tb = e.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name == "__init__" and code.co_filename.replace("\\", "/").endswith(
+                "nn/modules/loss.py"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _loop_error(e: Exception, backward_ran: bool, model: nn.Module) -> str:
+    """A hint, in the notebook's words, for an error the student's loop raised."""
+    msg = str(e)
+    if isinstance(e, AttributeError) and "NoneType" in msg:
+        if backward_ran and all(m.weight.grad is None for m in _weight_layers(model)):
+            return _ZERO_AFTER_BACKWARD.format(what=".grad is None")
+        if not backward_ran:
+            return ("a weight's .grad is None: no gradient has been computed yet. .grad is "
+                    "filled by .backward() on the loss; read it after that call")
+        return ("a weight's .grad is None although backward() ran: read .grad right after "
+                "the backward pass, of the conv and linear modules only")
+    if isinstance(e, AttributeError) and "has no attribute 'weight'" in msg:
+        kind = msg.split("'")[1] if msg.count("'") >= 2 else "module"
+        return (f"you read .weight of a {kind}, which has none: keep only the modules with "
+                "isinstance(module, (nn.Conv2d, nn.Linear))")
+    if isinstance(e, AttributeError) and "object has no attribute 'backward'" in msg:
+        return ("you call .backward() on a Python number: .item() (or float()) cuts the loss "
+                "off from its graph. Call .backward() on the loss tensor itself")
+    if "does not require grad" in msg:
+        return ("the loss has no graph to backpropagate through: the forward pass must run "
+                "with gradients on (not inside torch.no_grad(), and without .detach())")
+    if "implicitly created only for scalar outputs" in msg:
+        return ("backward() needs one number: call it on the mean cross-entropy loss over "
+                "the batch, not on the model's output or a loss per image")
+    if "backward through the graph a second time" in msg:
+        return ("backward() ran twice on the same graph: one forward pass, one .backward()")
+    if ("not implemented for 'Long'" in msg or "Expected floating point type for target" in msg
+            or "expected scalar type Long" in msg):
+        return ("cross_entropy takes the model's output (the logits) first and the labels "
+                "second: nn.functional.cross_entropy(logits, labels)")
+    if _from_loss_module(e):
+        return ("nn.CrossEntropyLoss is a class: its arguments are options, not the logits "
+                "and labels. Make the loss first, then call it on the logits and the labels "
+                "(or use nn.functional.cross_entropy)")
+    first_line = msg.splitlines()[0] if msg else ""
+    return (f"your function stopped with an error ({type(e).__name__}: {first_line}). Go "
+            f"through the steps again: {_LOOP_STEPS}")
+
+
+def _run_loop(layer_grad_norms: GradNormLoop, model: nn.Module, x: torch.Tensor,
+              y: torch.Tensor) -> tuple[dict[str, float], bool]:
+    """The student's norms and whether a backward pass reached the weights (a hook on the
+    stem conv's weight sees it); an error in the student's code becomes a hint."""
+    backward: list[bool] = []
+    handle = model.conv1.weight.register_hook(lambda g: backward.append(True))
+    try:
+        got = layer_grad_norms(model, x, y)
+    except NotImplementedError as e:
+        if not str(e):  # the stub's own `raise NotImplementedError`
+            raise
+        raise NotYet(_loop_error(e, bool(backward), model)) from None
+    except NotYet:
+        raise
+    except Exception as e:  # any error of the student's code: a hint, not a traceback
+        raise NotYet(_loop_error(e, bool(backward), model)) from None
+    finally:
+        handle.remove()
+    return _as_norms(got), bool(backward)
+
+
 @exercise
 def check_grad_norm_loop(layer_grad_norms: GradNormLoop) -> str:
     """`layer_grad_norms(model, images, labels)` returns {layer name: ||dE/dW||_F} for every
@@ -69,7 +153,7 @@ def check_grad_norm_loop(layer_grad_norms: GradNormLoop) -> str:
     model = _seeded(20)
     oracle = gradient_norms(model, x, y)  # leaves the model as it was, no .grad written
     want = {r.layer: r.norm for r in oracle.of_kind(WEIGHT)}
-    got = _as_norms(layer_grad_norms(model, x, y))
+    got, backward_ran = _run_loop(layer_grad_norms, model, x, y)
     convs = [n for n in want if n != "fc"]
     missing, extra = [n for n in want if n not in got], [n for n in got if n not in want]
     if extra:
@@ -83,13 +167,13 @@ def check_grad_norm_loop(layer_grad_norms: GradNormLoop) -> str:
     if missing:
         raise NotYet(f"{len(missing)} of the {len(want)} conv/linear layers are missing, e.g. "
                      f"{missing[0]!r}: loop over model.named_modules()")
-    _compare(got, want, model, convs)
-    again = _as_norms(layer_grad_norms(model, x, y))
+    _compare(got, want, model, convs, backward_ran)
+    again, backward_ran = _run_loop(layer_grad_norms, model, x, y)
     if all(close(again[n], 2 * want[n], rel=1e-3) for n in convs):
         raise NotYet("the first call is right, but a second call on the same model returns "
                      "twice the norms: .backward() ADDS to .grad. Call model.zero_grad() "
                      "before the forward pass")
-    _compare(again, want, model, convs)
+    _compare(again, want, model, convs, backward_ran)
     return (f"your loop matches gradient_norms on all {len(want)} layers of plain-20 (conv1: "
             f"{got['conv1']:.3g}, fc: {got['fc']:.3g}). From here on the notebook uses "
             "gradient_norms, which also catches the block outputs and leaves no .grad behind.")
@@ -103,10 +187,13 @@ def _module_type(model: nn.Module, name: str) -> str | None:
 
 
 def _compare(got: dict[str, float], want: dict[str, float], model: nn.Module,
-             convs: list[str]) -> None:
+             convs: list[str], backward_ran: bool) -> None:
     """NotYet naming the first layer that differs, with the likely reason."""
     if all(close(got[n], want[n], rel=1e-3, abs_=1e-12) for n in want):
         return
+    if backward_ran and all(v == 0 for v in got.values()) and all(
+            m.weight.grad is not None and not m.weight.grad.any() for m in _weight_layers(model)):
+        raise NotYet(_ZERO_AFTER_BACKWARD.format(what="every .grad is all zeros"))
     weights = {n: float(model.get_submodule(n).weight.detach().norm()) for n in want}
     if all(close(got[n], weights[n], rel=1e-3) for n in want):
         raise NotYet("these are the norms of the weights themselves; take the norm of their "
@@ -128,8 +215,7 @@ def _compare(got: dict[str, float], want: dict[str, float], model: nn.Module,
                      "during training")
     first = next(n for n in want if not close(got[n], want[n], rel=1e-3, abs_=1e-12))
     raise NotYet(f"{first}: you have {got[first]:.4g}, gradient_norms measures "
-                 f"{want[first]:.4g}. One forward pass in train mode, the cross-entropy loss, "
-                 "one .backward(), then module.weight.grad.norm()")
+                 f"{want[first]:.4g}. The steps, in train mode: {_LOOP_STEPS}")
 
 
 # PyTorch's default conv init, kaiming_uniform_(a=sqrt(5)): n Var(W) = gain^2 = 1/3
@@ -205,6 +291,13 @@ def _exploding_resnet56() -> GradientNorms:
                           *_probe_batch(), activations=True)
 
 
+def _spread_error(e: Exception) -> str:
+    first_line = str(e).splitlines()[0] if str(e) else ""
+    return (f"your weight_spread stopped with an error ({type(e).__name__}: {first_line}). It "
+            "gets a GradientNorms table: table.of_kind('weight') gives the weight rows, and "
+            "each row's .norm is that layer's gradient norm, a float")
+
+
 @exercise
 def check_weight_spread(weight_spread: Callable[[GradientNorms], float],
                         my_spread: object) -> str:
@@ -214,7 +307,14 @@ def check_weight_spread(weight_spread: Callable[[GradientNorms], float],
     table = _exploding_resnet56()
     norms = [r.norm for r in table.of_kind(WEIGHT)]
     want = math.log10(max(norms) / min(norms))
-    got = weight_spread(table)
+    try:
+        got = weight_spread(table)
+    except NotImplementedError as e:
+        if not str(e):  # the stub's own `raise NotImplementedError`
+            raise
+        raise NotYet(_spread_error(e)) from None
+    except Exception as e:  # any error of the student's code: a hint, not a traceback
+        raise NotYet(_spread_error(e)) from None
     if got is None or got is Ellipsis or my_spread is Ellipsis:  # still `...`
         raise NotImplementedError
     if isinstance(got, torch.Tensor) and got.numel() == 1:
@@ -251,6 +351,84 @@ class _ShapeClash(Exception):
     """The student's forward failed in a block whose F(x) and x differ in shape."""
 
 
+# Option A leaves open which output channels hold x and which the zeros: the library's
+# ZeroPadShortcut appends the zeros, popular CIFAR code (akamaster's and kuangliu's option A)
+# pads planes//4 channels on each side, and zeros first is as good. Each is option A; each
+# gives another output for the same weights, so the check compares with all three.
+_PLACEMENTS = {"after x's channels (as ZeroPadShortcut)": 0.0,
+               "on both sides (planes//4 each, as popular CIFAR code)": 0.5,
+               "before x's channels": 1.0}
+
+
+class _OptionA(nn.Module):
+    """Option A with the zero channels placed `before` (a fraction of them) x's channels."""
+
+    def __init__(self, out_channels: int, stride: int, before: float) -> None:
+        super().__init__()
+        self.out_channels, self.stride, self.before = out_channels, stride, before
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        extra = self.out_channels - x.shape[1]
+        first = int(extra * self.before)
+        return nn.functional.pad(x, (0, 0, 0, 0, first, extra - first))
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "(B, " + ", ".join(map(str, shape[1:])) + ")"
+
+
+_BLOCK_PARTS = ("block.residual_branch(x) (F), block.relu, and block.inplanes, "
+                "block.out_channels and block.stride")
+
+
+def _forward_error(e: Exception, name: str, f_shape: tuple[int, ...],
+                   x_shape: tuple[int, ...]) -> str:
+    """A hint, in the notebook's words, for an error the student's forward raised."""
+    msg = str(e)
+    if isinstance(e, TypeError) and "'NoneType' object is not callable" in msg:
+        return ("a plain block has no shortcut module (its downsample is None): build the "
+                "shortcut yourself, option A, where F(x) and x differ in shape")
+    if isinstance(e, AttributeError) and "object has no attribute" in msg:
+        attribute = msg.rsplit("attribute", 1)[-1].strip(" '")
+        return (f"the plain block has no `{attribute}`. What it gives you: {_BLOCK_PARTS}")
+    if "option A can only add channels" in msg:
+        return ("ZeroPadShortcut(in_channels, out_channels, stride) takes x's channels first "
+                "and F(x)'s second: block.inplanes, block.out_channels, block.stride")
+    if f_shape == x_shape and isinstance(e, RuntimeError) and "size of tensor" in msg:
+        return (f"in {name}, where F(x) and x have the same shape {_shape(f_shape)}, your "
+                "shortcut changes x's shape: fit x only where the shapes differ")
+    first_line = msg.splitlines()[0] if msg else ""
+    return (f"in {name} your forward stopped with an error ({type(e).__name__}: "
+            f"{first_line}). What the block gives you: {_BLOCK_PARTS}")
+
+
+def _call_forward(forward: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+                  block: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
+    """The student's forward on one block; an error in it becomes a hint."""
+    try:
+        out = forward(block, x)
+    except NotImplementedError as e:
+        if not str(e):  # the stub's own `raise NotImplementedError`
+            raise
+        error: Exception = e
+    except (NotYet, _ShapeClash):
+        raise
+    except Exception as e:  # any error of the student's code: a hint, not a traceback
+        error = e
+    else:
+        if out is None or out is Ellipsis:  # the body is still `...`
+            raise NotImplementedError
+        return out
+    with torch.no_grad():
+        f_shape = tuple(block.residual_branch(x.detach().clone()).shape)
+    x_shape = tuple(x.shape)
+    if (f_shape != x_shape and isinstance(error, RuntimeError)
+            and "size of tensor" in str(error)):
+        raise _ShapeClash(name, f_shape, x_shape) from None
+    raise NotYet(_forward_error(error, name, f_shape, x_shape)) from None
+
+
 class _Patched(nn.Module):
     """A block whose forward is the student's function of (block, x)."""
 
@@ -260,17 +438,7 @@ class _Patched(nn.Module):
         self.block, self.fn, self.name = block, forward, name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        try:
-            out = self.fn(self.block, x)
-        except RuntimeError as e:
-            with torch.no_grad():
-                f_shape = self.block.residual_branch(x.detach().clone()).shape
-            if f_shape != x.shape:
-                raise _ShapeClash(self.name, tuple(f_shape), tuple(x.shape)) from e
-            raise
-        if out is None or out is Ellipsis:  # the body is still `...`
-            raise NotImplementedError
-        return out
+        return _call_forward(self.fn, self.block, x, self.name)
 
 
 def _patch(model: nn.Module, forward: Callable[[nn.Module, torch.Tensor], torch.Tensor]
@@ -281,44 +449,59 @@ def _patch(model: nn.Module, forward: Callable[[nn.Module, torch.Tensor], torch.
     return model
 
 
-def _shape(shape: tuple[int, ...]) -> str:
-    return "(B, " + ", ".join(map(str, shape[1:])) + ")"
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def _one_block(forward: Callable[[nn.Module, torch.Tensor], torch.Tensor], block: nn.Module,
-               reference: nn.Module, x: torch.Tensor, name: str) -> None:
-    """NotYet if the student's forward of one plain block differs from the residual one."""
+               x: torch.Tensor, name: str) -> str | None:
+    """NotYet if the student's forward of one plain block is not the residual one; where the
+    block changes the shape, the placement of option A's zero channels it used."""
     with torch.no_grad():
-        try:
-            out = forward(block, x.clone())
-        except RuntimeError as e:
-            f_shape = block.residual_branch(x.clone()).shape
-            if f_shape == x.shape:
-                raise
-            raise _ShapeClash(name, tuple(f_shape), tuple(x.shape)) from e
-        if out is None or out is Ellipsis:
-            raise NotImplementedError
-        want = reference(x.clone())
-        if not isinstance(out, torch.Tensor) or out.shape != want.shape:
-            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise NotYet(f"in {name} your forward returns {got}, expected {_shape(want.shape)}: "
-                         "return a tensor shaped like the block's F(x)")
-        if torch.allclose(out, want, rtol=1e-4, atol=1e-5):
-            return
+        out = _call_forward(forward, block, x.clone(), name)
         f = block.residual_branch(x.clone())
-        if f.shape != x.shape:
-            raise NotYet(f"the blocks that keep the shape are right, but in {name} (F(x) is "
-                         f"{_shape(f.shape)}, x is {_shape(x.shape)}) your shortcut is not the "
-                         "one of the CIFAR ResNet-56: a projection (option B) adds new weights; "
-                         "the paper's CIFAR nets use option A, keep every other pixel of x and "
-                         "append zero channels (resnet_edu.shortcuts)")
-        if torch.allclose(out, block.relu(f) + x, rtol=1e-4, atol=1e-5):
+        if not isinstance(out, torch.Tensor) or out.shape != f.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise NotYet(f"in {name} your forward returns {got}, expected {_shape(f.shape)}: "
+                         "return a tensor shaped like the block's F(x)")
+        if f.shape == x.shape:
+            shortcuts = {None: x}
+        else:
+            shortcuts = {where: _OptionA(f.shape[1], block.stride, before)(x)
+                         for where, before in _PLACEMENTS.items()}
+        for where, s in shortcuts.items():
+            if _same(out, torch.relu(f + s)):
+                return where
+        if any(_same(out, torch.relu(f) + s) for s in shortcuts.values()):
             raise NotYet("you add x AFTER the block's last ReLU, ReLU(F(x)) + x: the shortcut "
                          "goes in before it, y = ReLU(F(x) + x) (He et al. 2015, Eq. 1, Fig. 2)")
-        if torch.allclose(out, block.relu(f), rtol=1e-4, atol=1e-5):
-            raise NotYet("your forward returns ReLU(F(x)), the plain block: add the input x")
-        raise NotYet(f"in {name}, a block that keeps the shape, your forward differs from "
-                     "ReLU(F(x) + x) (He et al. 2015, Eq. 1 and Fig. 2)")
+        if _same(out, torch.relu(f)):
+            if f.shape == x.shape:
+                raise NotYet("your forward returns ReLU(F(x)), the plain block: add the input x")
+            raise NotYet(f"in {name} (F(x) is {_shape(f.shape)}, x is {_shape(x.shape)}) your "
+                         "forward adds nothing: ResNet-56 adds a shortcut in the blocks that "
+                         "change the shape too, x fitted to F(x)'s shape by option A")
+        if f.shape == x.shape:
+            raise NotYet(f"in {name}, a block that keeps the shape, your forward differs from "
+                         "ReLU(F(x) + x) (He et al. 2015, Eq. 1 and Fig. 2)")
+        raise NotYet(f"the blocks that keep the shape are right, but in {name} (F(x) is "
+                     f"{_shape(f.shape)}, x is {_shape(x.shape)}) your shortcut is not option "
+                     "A, the one of the CIFAR ResNet-56: option A has no weights (a 1x1 "
+                     "projection is option B, which adds weights ResNet-56 does not have); it "
+                     "subsamples x with the block's stride and fills the extra channels with "
+                     "zeros")
+
+
+def _option_a_resnet56(plain: nn.Module, before: float) -> nn.Module:
+    """ResNet-56 with plain-56's weights and option A's zeros placed as `before` says."""
+    net = cifar_resnet(56, residual=True)
+    # option A adds no parameters, so the plain net's weights load into the residual net
+    net.load_state_dict(plain.state_dict())
+    for stage in (net.layer1, net.layer2, net.layer3):
+        for block in stage:
+            if block.downsample is not None:
+                block.downsample = _OptionA(block.out_channels, block.stride, before)
+    return net.train()
 
 
 @exercise
@@ -327,22 +510,27 @@ def check_shortcut_forward(forward_with_shortcut: Callable[[nn.Module, torch.Ten
     """`forward_with_shortcut(block, x)` turns a plain block into a residual one.
 
     Checked on plain-56 with BatchNorm: first one block that keeps the shape and one that
-    changes it (layer2.0), each against ResNet-56's block (option A) with the same weights;
-    then the whole net with the student's forward in every block, and the gradient's drift.
+    changes it (layer2.0), each against the residual block with the same weights (option A,
+    its zero channels after, around or before x's channels); then the whole net with the
+    student's forward in every block against ResNet-56 with the same weights and the same
+    option A, and the gradient's drift.
     """
+    with torch.random.fork_rng(devices=[]):  # leave the notebook's random state as it was
+        torch.manual_seed(0)
+        return _check_shortcut_forward(forward_with_shortcut)
+
+
+def _check_shortcut_forward(forward_with_shortcut: Callable[[nn.Module, torch.Tensor],
+                                                            torch.Tensor]) -> str:
     x, y = _probe_batch(8)
-    torch.manual_seed(0)
-    plain = cifar_resnet(56, residual=False)
-    reference = cifar_resnet(56, residual=True)
-    # option A adds no parameters, so the plain net's weights load into the residual net
-    reference.load_state_dict(plain.state_dict())
-    plain.train()
-    reference.train()
+    plain = cifar_resnet(56, residual=False).train()
     try:
         with torch.no_grad():
-            h = reference.layer1(reference.relu(reference.bn1(reference.conv1(x))))
-        _one_block(forward_with_shortcut, plain.layer1[1], reference.layer1[1], h, "layer1.1")
-        _one_block(forward_with_shortcut, plain.layer2[0], reference.layer2[0], h, "layer2.0")
+            h = plain.layer1(plain.relu(plain.bn1(plain.conv1(x))))  # the input of layer2
+            h = _option_a_resnet56(plain, 0.0).layer1(h)  # what ResNet-56's layer1 makes
+        _one_block(forward_with_shortcut, plain.layer1[1], h, "layer1.1")
+        where = _one_block(forward_with_shortcut, plain.layer2[0], h, "layer2.0")
+        reference = _option_a_resnet56(plain, _PLACEMENTS[where])
         patched = _patch(plain, forward_with_shortcut)
         with torch.no_grad():
             out, expected = patched(x), reference(x)
@@ -350,28 +538,44 @@ def check_shortcut_forward(forward_with_shortcut: Callable[[nn.Module, torch.Ten
         name, f_shape, x_shape = e.args
         raise NotYet(f"in {name} F(x) is {_shape(f_shape)} but x is {_shape(x_shape)}: the "
                      "first block of a stage halves H and W and doubles the channels, so x "
-                     "must be reshaped before the addition; the CIFAR ResNets zero-pad it "
-                     "(option A, in resnet_edu.shortcuts)") from None
+                     "must be brought to F(x)'s shape before the addition, with option A as "
+                     "the exercise says") from None
     if not torch.allclose(out, expected, rtol=1e-4, atol=1e-5):
         raise NotYet("every block checked alone is right, but the whole net differs from "
                      "ResNet-56: does your forward change the block or x in place?")
-    drift = drift_decades(gradient_norms(patched, x, y, activations=True,
-                                         is_block=lambda m: isinstance(m, _Patched)))
+    try:
+        table = gradient_norms(patched, x, y, activations=True,
+                               is_block=lambda m: isinstance(m, _Patched))
+    except RuntimeError as e:
+        if "does not require grad" not in str(e):
+            raise
+        raise NotYet("the outputs match, but no gradient flows through your forward: it "
+                     "must not run under torch.no_grad() or .detach() its tensors") from None
+    norms = table.norms(ACTIVATION)
+    if not norms or norms[0] == 0:
+        raise NotYet("the outputs match, but no gradient reaches the first blocks: does your "
+                     "forward .detach() a tensor? The gradient must flow back through both paths")
+    drift = drift_decades(table)
     if not abs(drift) < 2:
         raise NotYet(f"the outputs match but the gradient still drifts by {drift:+.1f} "
-                     "decades from the last block to the first")
-    return (f"every block now adds its input back, and the net computes ResNet-56. On the "
-            f"check's 8 images the block-output gradient drifts by {drift:+.1f} decades from "
-            "the last block to the first, within 2 decades like the ResNets of section 2.")
+                     "decades from the last block to the first: does your shortcut .detach() "
+                     "x? The gradient must flow back through it too")
+    padding = ("" if where == next(iter(_PLACEMENTS)) else
+               f" Your zero channels sit {where.split(' (')[0]}; ZeroPadShortcut appends them: "
+               "both are option A, and each gives another output for the same weights.")
+    return (f"every block now adds its input back, and the net computes ResNet-56 (option A)."
+            f"{padding} On the check's 8 images the block-output gradient drifts by "
+            f"{drift:+.1f} decades from the last block to the first, within 2 decades like "
+            "the ResNets of section 2.")
 
 
 # "slower to converge, or a worse optimum?": which experiment tells them apart
 EXPERIMENTS = {
     "a": "compare plain-56's and plain-20's test errors, epoch by epoch, in the stored run",
-    "b": "train both nets again with budgets of 8, 16, 32 and 64 epochs (each with its own "
-         "full schedule) and compare their final training errors",
-    "c": "train plain-56 once for 64 epochs with one schedule and compare its final training "
-         "error with plain-20's in the stored run",
+    "b": "train both nets again with budgets of 8, 16, 32 and 64 epochs, each with its own "
+         "full schedule, and compare their final training errors",
+    "c": "train plain-56 again for 64 epochs with its own full schedule and compare its final "
+         "training error with plain-20's in the stored run",
     "d": "continue the stored plain-56 run for 56 more epochs at its final learning rate and "
          "watch whether its training error keeps falling",
 }
@@ -384,8 +588,9 @@ def check_experiment_design(my_experiment: object) -> str:
     return judge_choice(
         my_experiment, "b", tuple(EXPERIMENTS), what="the experiment",
         why=("Only the training error at growing budgets answers it: a gap that shrinks toward "
-             "0 as the budget grows means slower convergence; a gap that levels off above 0 "
-             "means this optimizer settles at a worse point. Test error (a) mixes in "
+             "0 as the budget grows means slower convergence; a gap that levels off above 0 is "
+             "evidence that this optimizer settles at a worse point (over a limited range of "
+             "budgets, very slow convergence can look the same). Test error (a) mixes in "
              "generalization; one 64-epoch run (c) gives one gap, against a plain-20 of "
              "another budget, and one gap cannot show a trend; the stored schedule ends at a "
              "learning rate of 0 (d), so more steps at it leave the weights where they are."))

@@ -3,6 +3,10 @@
     python3 tasks.py lab     # set up .venv (first time only) and open the series in JupyterLab
     python3 tasks.py test    # set up .venv (first time only) and run the whole test suite
 
+and, to test Colab's stack (the versions in constraints-colab.txt, in .venv-colab/):
+
+    python3 tasks.py test-colab   # every notebook from the installed wheel, and the unit tests
+
 and, for contributors:
 
     python3 tasks.py notebooks [NOTEBOOK ...]   # re-run notebooks and save their outputs
@@ -142,7 +146,8 @@ def test(extra: list[str]) -> int:
     """ruff, then pytest (unit tests, every notebook under nbval, the notebooks from a built
     wheel). Quick settings always, with or without CI set; no download, no full data set."""
     setup()
-    env = dict(os.environ, RESNET_EDU_STATIC="1", PYTHONHASHSEED="0", RESNET_EDU_QUICK="1")
+    env = dict(os.environ, RESNET_EDU_STATIC="1", PYTHONHASHSEED="0", RESNET_EDU_QUICK="1",
+               IPYTHONDIR=str(kernel_profile(VENV)))  # deprecations are errors in kernels too
     env.pop("RESNET_EDU_DATA", None)  # the tests use the shipped sample, whatever is set here
     rc = subprocess.call([str(PY), "-m", "ruff", "check", "."], cwd=ROOT, env=env)
     # two workers, each test file (and each notebook) whole on one of them: while one waits
@@ -258,12 +263,175 @@ def site(out: Path) -> int:
     return build_site(out, PY)
 
 
+# Google Colab's stack: one list, constraints-colab.txt, whose "# python: X.Y" line names
+# Colab's Python. The test tools are not Colab's; they only run the tests there.
+VENV_COLAB = ROOT / ".venv-colab"
+COLAB_PINS = ROOT / "constraints-colab.txt"
+COLAB_TOOLS = ("pytest>=8.0", "pytest-xdist>=3.5", "nbval>=0.11", "setuptools>=68", "wheel")
+# unit tests that need what Colab lacks (JupyterLab, a browser, the docs or the lab extras), or
+# that build a wheel themselves; every other test file runs on Colab's stack
+COLAB_SKIPPED_TESTS = ("test_browser.py", "test_packaging.py", "test_site.py", "test_slides.py",
+                       "test_user_paths.py", "test_wheel_notebooks.py")
+# Deprecation warnings are errors in the tests, on both stacks, in pytest (tests/conftest.py)
+# and inside every notebook kernel (an IPython start-up file, below): ours, such as a tensor
+# handed to matplotlib (numpy 2 asks its __array__ for a copy keyword), are bugs to fix. Those
+# raised inside the Jupyter stack's, IPython's and matplotlib's own modules are theirs to fix
+# (ipykernel 6.17 parses a date Python 3.13 deprecates; matplotlib 3.10.0 calls pyparsing
+# names that pyparsing 3.3 renamed, so pyparsing warns): they are ignored by module, never
+# globally.
+THEIR_DEPRECATIONS = (r"(ipykernel|ipywidgets|jupyter_client|jupyter_core|jupyter_server|"
+                      r"nbclient|nbformat|nbval|zmq|traitlets|comm|debugpy|IPython|"
+                      r"matplotlib_inline|matplotlib\._fontconfig_pattern|matplotlib\._mathtext|pyparsing)"
+                      r"(\.|$)")
+KERNEL_WARNINGS = f"""\
+# Written by tasks.py for test runs: in a notebook kernel a DeprecationWarning is an error,
+# except those raised inside the Jupyter stack's own modules (THEIR_DEPRECATIONS there).
+import warnings
+
+warnings.filterwarnings("error", category=DeprecationWarning)
+warnings.filterwarnings("ignore", category=DeprecationWarning, module={THEIR_DEPRECATIONS!r})
+"""
+
+
+def pytest_warning_filters() -> list[str]:
+    """The same rule as `filterwarnings` lines for pytest (later lines win)."""
+    return ["error::DeprecationWarning", f"ignore::DeprecationWarning:{THEIR_DEPRECATIONS}"]
+
+
+def kernel_profile(venv: Path) -> Path:
+    """An IPYTHONDIR whose start-up file applies the warning rule in every kernel started
+    with it (a start-up file runs after the kernel is up, so Jupyter's own start-up is not
+    affected)."""
+    ipython = venv / "ipython-test"
+    startup = ipython / "profile_default" / "startup"
+    startup.mkdir(parents=True, exist_ok=True)
+    (startup / "00-deprecations-are-errors.py").write_text(KERNEL_WARNINGS)
+    return ipython
+
+
+def colab_python() -> str:
+    """The Python version Colab runs, from constraints-colab.txt's "# python: X.Y" line."""
+    for line in COLAB_PINS.read_text().splitlines():
+        if line.startswith("# python:"):
+            return line.split(":", 1)[1].strip()
+    raise SystemExit(f"{COLAB_PINS.name} has no '# python: X.Y' line")
+
+
+def find_python(version: str) -> str | None:
+    """An interpreter of `version` on this machine (pythonX.Y on PATH, or pyenv's), or None."""
+    import glob
+    import shutil
+
+    candidates = [shutil.which(f"python{version}"),
+                  *sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}*/bin/python"))),
+                  *sorted(glob.glob(f"/usr/local/bin/python{version}"))]
+    for exe in filter(None, candidates):
+        done = subprocess.run(
+            [exe, "-c", "import sys, venv; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True, text=True)
+        if done.returncode == 0 and done.stdout.strip() == version:
+            return exe
+    return None
+
+
+def setup_colab() -> Path:
+    """Create .venv-colab with Colab's Python and its pinned stack, unless already up to date,
+    then install the project's freshly built wheel beside the pins without changing them.
+    Returns the environment's python."""
+    import shutil
+    import tempfile
+
+    version = colab_python()
+    py = VENV_COLAB / "bin" / "python"
+    stamp = VENV_COLAB / ".resnet-edu-installed"
+    fingerprint = hashlib.sha256(COLAB_PINS.read_bytes() + " ".join(COLAB_TOOLS).encode())
+    fingerprint = fingerprint.hexdigest()
+    pip = [str(py), "-m", "pip", "--disable-pip-version-check"]
+    if not (stamp.exists() and stamp.read_text() == fingerprint and py.exists()):
+        exe = find_python(version)
+        if exe is None:
+            raise SystemExit(
+                f"test-colab needs Python {version}, Colab's, and none is on this machine: "
+                f"install it (`pyenv install {version}`, `uv python install {version}`, or "
+                f"your system's python{version} package) and run again.")
+        shutil.rmtree(VENV_COLAB, ignore_errors=True)
+        print(f"Creating {VENV_COLAB.name}/ with {exe} and Colab's stack ({COLAB_PINS.name}; "
+              "first time: a few minutes) ...", flush=True)
+        subprocess.run([exe, "-m", "venv", str(VENV_COLAB)], check=True)
+        subprocess.run([*pip, "install", "-q", "-r", str(COLAB_PINS), "-c", str(COLAB_PINS),
+                        *COLAB_TOOLS], check=True)
+        stamp.write_text(fingerprint)
+    with tempfile.TemporaryDirectory() as tmp:  # the wheel, built from a copy of the sources
+        source = Path(tmp) / "src"
+        leftovers = shutil.ignore_patterns(".git", ".venv*", "runs", "build", "dist",
+                                           "*.egg-info", "__pycache__", ".*_cache")
+        full_data = {"cifar10", "cifar-10-batches-py", "cifar-10-python.tar.gz"}  # .gitignore's
+
+        def not_sources(folder: str, names: list[str]) -> set[str]:
+            skip = leftovers(folder, names)
+            return skip | (full_data & set(names) if Path(folder) == ROOT / "data" else set())
+
+        shutil.copytree(ROOT, source, ignore=not_sources)
+        subprocess.run([*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                        f"{tmp}/wheels", str(source)], check=True)
+        (wheel,) = Path(tmp, "wheels").glob("resnet_edu-*.whl")
+        # --no-deps: the pins stay as Colab has them; pip check then says whether the
+        # package's declared ranges accept them
+        subprocess.run([*pip, "install", "-q", "--no-deps", "--force-reinstall", str(wheel)],
+                       check=True)
+    if subprocess.call([*pip, "check"]) != 0:
+        raise SystemExit(f"pip check failed in {VENV_COLAB.name}/: the package's declared "
+                         f"dependencies do not accept Colab's stack ({COLAB_PINS.name})")
+    return py
+
+
+def test_colab(extra: list[str]) -> int:
+    """Colab's stack (constraints-colab.txt): every notebook copied into an empty folder and
+    run there under nbval (quick settings, live widgets) from the installed wheel, then the
+    unit tests against the same wheel. Deprecation warnings are errors (THEIR_DEPRECATIONS
+    aside)."""
+    import shutil
+    import tempfile
+
+    py = setup_colab()
+    names = ("torch", "torchvision", "numpy", "matplotlib", "ipywidgets", "ipykernel")
+    report = ("import sys, importlib; print('Colab stack: Python', sys.version.split()[0], "
+              f"*(f'{{n}} {{importlib.import_module(n).__version__}}' for n in {names!r}))")
+    print(subprocess.run([str(py), "-c", report], check=True, capture_output=True,
+                         text=True).stdout.strip(), flush=True)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RESNET_EDU_DATA", "PYTHONPATH", "RESNET_EDU_STATIC")}
+    env.update(RESNET_EDU_QUICK="1", RESNET_EDU_STATIC="0", PYTHONHASHSEED="0",
+               OMP_NUM_THREADS="1", IPYTHONDIR=str(kernel_profile(VENV_COLAB)))
+    bin_dir = str(VENV_COLAB / "bin")
+    env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
+    workers = ["-n", "2", "--dist", "loadfile"]
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "notebooks"  # an empty folder, as Colab has: the notebooks alone
+        run.mkdir()
+        for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+            shutil.copy(nb, run)
+        (run / "pytest.ini").write_text("[pytest]\nfilterwarnings =\n" + "".join(
+            f"    {line}\n" for line in pytest_warning_filters()))
+        env["XDG_CACHE_HOME"] = str(Path(tmp) / "cache")
+        rc = subprocess.call([str(VENV_COLAB / "bin" / "pytest"), "-p", "no:cacheprovider",
+                              "-q", "--nbval-lax", "--nbval-current-env", *workers, *extra,
+                              "."], cwd=run, env=env)
+    tests = [str(p) for p in sorted((ROOT / "tests").glob("test_*.py"))
+             if p.name not in COLAB_SKIPPED_TESTS]
+    # the pytest script, not `python -m pytest`: the checkout's folder stays off sys.path,
+    # so the tests import the installed wheel
+    rc |= subprocess.call([str(VENV_COLAB / "bin" / "pytest"), "-p", "no:cacheprovider", "-q",
+                           "-o", "addopts=-rs", *workers, *extra, *tests], cwd=ROOT, env=env)
+    return rc
+
+
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "student" and len(argv) == 2:
         return student(Path(argv[1]))
     if argv and argv[0] == "site" and len(argv) <= 2:
         return site(Path(argv[1]) if len(argv) == 2 else ROOT / "build" / "site")
-    if not argv or argv[0] not in {"lab", "slides", "test", "setup", "notebooks"}:
+    if not argv or argv[0] not in {"lab", "slides", "test", "test-colab", "setup", "notebooks"}:
         print(__doc__)
         return 2
     if argv[0] == "lab":
@@ -272,6 +440,8 @@ def main(argv: list[str]) -> int:
         return slides()
     if argv[0] == "test":
         return test(argv[1:])
+    if argv[0] == "test-colab":
+        return test_colab(argv[1:])
     if argv[0] == "notebooks":
         return notebooks([str(Path(p).resolve()) for p in argv[1:]])
     setup()

@@ -123,7 +123,7 @@ def plot_confusion_matrix(matrix: torch.Tensor, classes: Sequence[str] = CLASSES
 
     share = 100 * matrix.double() / matrix.sum(1, keepdim=True).clamp_min(1)
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
-    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=100)
+    im = ax.imshow(share.numpy(), cmap="Blues", vmin=0, vmax=100)
     for i in range(len(classes)):
         for j in range(len(classes)):
             v = share[i, j].item()

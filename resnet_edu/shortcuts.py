@@ -4,7 +4,7 @@ He et al. 2015, "Deep Residual Learning", Sec. 3.3 and Table 3:
   A: identity, with strided subsampling and zero-padded extra channels (no parameters);
   B: identity where shapes match, a 1x1 strided projection (+ BN) where they do not (default);
   C: a projection on every block.
-"D" is the later "ResNet-D" tweak (He et al. 2019, "Bag of Tricks", Sec. 4.1): average-pool
+"D" is the later "ResNet-D" tweak (He et al. 2019, "Bag of Tricks", Sec. 4.2): average-pool
 first, then a stride-1 1x1 projection, so the shortcut sees every input pixel.
 """
 

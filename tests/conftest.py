@@ -7,6 +7,20 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _load_tasks():
+    spec = importlib.util.spec_from_file_location("tasks", ROOT / "tasks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def pytest_configure(config):
+    """Deprecation warnings are errors, except those raised inside the Jupyter stack's own
+    modules: the one rule of tasks.py (THEIR_DEPRECATIONS), for every test on both stacks."""
+    for line in _load_tasks().pytest_warning_filters():
+        config.addinivalue_line("filterwarnings", line)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
@@ -24,7 +38,4 @@ def one_thread():
 @pytest.fixture(scope="session")
 def tasks():
     """The repository's `tasks.py` (the lab, student and site commands), loaded as a module."""
-    spec = importlib.util.spec_from_file_location("tasks", ROOT / "tasks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load_tasks()

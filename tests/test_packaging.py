@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 from packaging.requirements import Requirement
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,6 +42,39 @@ def test_constraints_pin_the_torch_pair_within_the_ranges():
               ["dependencies"]}
     for name, version in pins.items():
         assert version in ranges[name], f"{name}=={version} is outside {ranges[name]}"
+
+
+def _colab_pins() -> dict[str, str]:
+    text = (ROOT / "constraints-colab.txt").read_text()
+    pins = dict(line.split("==") for line in text.splitlines()
+                if line and not line.startswith("#"))
+    pins["python"] = re.search(r"^# python: (\S+)$", text, re.M).group(1)
+    return pins
+
+
+def test_the_lowest_versions_the_package_accepts_are_the_ones_tested():
+    """Each lower bound in pyproject.toml is what test-colab installs (Colab's stack), and
+    requires-python is the Python of the test command's .venv (3.11), so no declared range
+    admits a version no test has run."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = _colab_pins()
+    for requirement in project["dependencies"]:
+        req = Requirement(requirement)
+        (lowest,) = [s.version for s in req.specifier if s.operator == ">="]
+        assert req.name in pins and Version(pins[req.name]) == Version(lowest), (
+            f"{req.name}>={lowest} in pyproject.toml, but test-colab tests "
+            f"{req.name}=={pins.get(req.name)}: raise the bound or move the pin")
+    # the lowest Python is the one CI's test command runs (this machine kind's python3, 3.11);
+    # Colab's is newer and within the range too
+    assert project["requires-python"] == ">=3.11"
+    assert tuple(map(int, pins["python"].split("."))) >= (3, 11)
+
+
+def test_ci_runs_the_colab_stack_after_the_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert ci.index("python3 tasks.py test ||") < ci.index("python3 tasks.py test-colab ||")
+    readme = (ROOT / "README.md").read_text()
+    assert "python3 tasks.py test-colab" in readme and "constraints-colab.txt" in readme
 
 
 def test_every_notebook_is_in_the_readme_table():

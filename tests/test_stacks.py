@@ -211,8 +211,8 @@ def test_plot_draws_measured_and_expected_on_log_axes():
     ax = plot_gains_vs_depth(LinearStack(width=8, depth=6))
     labels = [line.get_label() for line in ax.get_lines()]
     assert ax.get_yscale() == "log"
-    assert {"plain: measured", "plain: expected", "residual: measured",
-            "residual: expected"} <= set(labels)
+    assert {"plain: measured", "plain: expected (RMS)", "residual: measured",
+            "residual: expected (RMS)"} <= set(labels)
     with pytest.raises(ValueError, match="kinds"):
         plot_gains_vs_depth(LinearStack(width=8, depth=6), kinds=("both",))
     plt.close("all")

@@ -33,7 +33,8 @@ CLAIMS = {
 @exercise
 def check_shortcut_for(shortcut_for: Callable[[int, int, int], nn.Module | None]) -> str:
     """Exercise 1: `shortcut_for(in_channels, out_channels, stride)` builds the right shortcut,
-    judged by the series' one shortcut rule (`shapes.judge_shortcut`, as in notebook 03)."""
+    judged by `shapes.judge_shortcut`: option B, the rule of torchvision and `BasicBlock`
+    (notebook 03 accepts option A as well)."""
     verdicts = [judge_shortcut(shortcut_for(cin, cout, stride), cin, cout, stride)
                 for cin, cout, stride in SHORTCUT_CASES]
     return "; ".join(dict.fromkeys(verdicts)) + "."

@@ -94,3 +94,25 @@ def test_figures_get_their_own_slide_and_fit_the_window(path):
         assert slide_type(c) in {"slide", "subslide"}, f"figure cell {i} starts a slide"
         for w, h in sizes:
             assert w <= width and h <= height, f"cell {i}: {w}x{h} figure, {width}x{height} window"
+
+
+def test_the_slides_get_ipywidgets_7_with_the_front_end_made_for_it(tasks):
+    """pip pairs ipywidgets 7.7.1 with jupyterlab_widgets 3.x, ipywidgets 8's front end, unless
+    told otherwise; the slides' overlay pins the 1.x front end that speaks ipywidgets 7's
+    protocol, and `slides` puts both first on the paths JupyterLab and its kernels read."""
+    import os
+    from importlib.metadata import distributions
+
+    if not (tasks.IPYWIDGETS7 / "ipywidgets").is_dir():
+        pytest.skip(f"no ipywidgets 7 overlay in {tasks.IPYWIDGETS7} (python3 tasks.py setup)")
+    found = {d.metadata["Name"].lower().replace("-", "_"): d.version
+             for d in distributions(path=[str(tasks.IPYWIDGETS7)])}
+    assert found["ipywidgets"].split(".")[0] == "7"
+    assert found["jupyterlab_widgets"].split(".")[0] == "1", found
+    # the lab extension inside: @jupyter-widgets/jupyterlab-manager 3.x speaks ipywidgets 7's
+    # protocol (jupyterlab_widgets 3.x, for ipywidgets 8, carries 5.x)
+    front_end = json.loads((tasks.IPYWIDGETS7_FRONT_END / "package.json").read_text())
+    assert front_end["version"].split(".")[0] == "3", front_end["version"]
+    env = tasks.slides_env()
+    assert env["JUPYTER_PATH"].split(os.pathsep)[0] == str(tasks.IPYWIDGETS7 / "share" / "jupyter")
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(tasks.IPYWIDGETS7)

@@ -346,7 +346,10 @@ class ThroughNumpy(KuangliuResNet18):
 
 def _scripted():
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated
+        # torch.jit.script is deprecated (a FutureWarning in torch 2.14, a DeprecationWarning
+        # in 2.11): this test uses it on purpose, as foreign code the tracer cannot see into
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         return torch.jit.script(KuangliuResNet18())
 
 

@@ -96,7 +96,9 @@ def test_colab_keeps_its_ipywidgets_7(tmp_path):
     assert _requirement("ipywidgets") in _metadata(wheel)
     installs = _dry_run(tmp_path, env, wheels, str(wheel))
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    assert installs == {"resnet-edu": version}, installs  # nothing else: ipywidgets untouched
+    # nothing else: ipywidgets untouched (on Colab's stack, where this very version is
+    # installed already, pip plans nothing at all)
+    assert installs in ({"resnet-edu": version}, {}), installs
     # the control: asking for ipywidgets 8 here would have to change it, and cannot offline
     with pytest.raises(AssertionError, match="ipywidgets"):
         _dry_run(tmp_path, env, wheels, "ipywidgets>=8")

@@ -11,18 +11,25 @@ He et al. 2015, Fig. 1 and Fig. 6 (thin dashed: training error, bold: test error
 
 `LiveCurves` redraws only when a notebook front end can show it (JupyterLab, Colab); under
 nbval/nbconvert (static mode) or in a terminal it stays quiet, and the notebook draws the
-final curves with `plot_history` instead.
+final curves with `plot_history` instead. It redraws at most every `every_s` seconds (and
+after the run's last epoch): each redraw is a message of an image to the front end, and a
+client that reads a cell's messages only once the cell has finished (nbval) loses those
+beyond ZeroMQ's high-water mark of 1,000 queued messages, the cell's "idle" status with them,
+and then fails the cell ("Timeout of 5 seconds exceeded waiting for output"). At one redraw
+per epoch, a run of 500 short epochs sent more than that; a redraw takes a few tenths of a
+second too, which a budgeted run pays out of its training time.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .gradients import net_colors
 from .notebook import live_widgets
-from .train import History
+from .runs import History
 
 
 def smoothed_loss_floor(label_smoothing: float, classes: int = 10) -> float:
@@ -129,15 +136,26 @@ def plot_training_curves(curves: Mapping[str, Mapping[str, Sequence[float]] | Hi
 
 
 class LiveCurves:
-    """A `fit` callback that redraws the curves after every epoch in a live notebook."""
+    """A `fit` callback that redraws the curves in a live notebook after an epoch: at most
+    every `every_s` seconds, and always after the first and the run's last epoch."""
 
-    def __init__(self, enabled: bool | None = None, data: str = "") -> None:
+    def __init__(self, enabled: bool | None = None, data: str = "",
+                 every_s: float = 10.0) -> None:
         self.enabled = live_widgets() if enabled is None else enabled
         self.data = data  # the data set's name for the title, as in `plot_history`
+        self.every_s = every_s
+        self.redraws = 0
         self._handle: Any = None
+        self._last = -math.inf
+
+    def due(self, history: History) -> bool:
+        """Whether the figure is redrawn after the epoch `history` ends with."""
+        last_epoch = len(history.epochs) >= history.config.get("epochs", math.inf)
+        return (self._handle is None or last_epoch
+                or time.perf_counter() - self._last >= self.every_s)
 
     def __call__(self, history: History) -> None:
-        if not self.enabled:
+        if not self.enabled or not self.due(history):
             return
         import matplotlib.pyplot as plt
         from IPython.display import display
@@ -148,3 +166,5 @@ class LiveCurves:
         else:
             self._handle.update(fig)
         plt.close(fig)  # shown through the display handle, not again at the cell's end
+        self._last = time.perf_counter()
+        self.redraws += 1

@@ -29,35 +29,26 @@ plain Python values, so `torch.load(path, weights_only=True)` reads them.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import json
+import itertools
 import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from . import budget
 from .augment import DeviceLoader
-from .budget import REPLAN_DRIFT, Plan, Speed, epoch_seconds, measure_speed, plan_epochs
-from .checkpoints import (
-    CHECKPOINT,
-    HISTORY,
-    CheckpointError,
-    atomic_write,
-    load_checkpoint,
-    load_weights,
-    lock_out_dir,
-    prepare_out_dir,
-    remove_stale_temp_files,
-    save_checkpoint,
-)
+from .budget import Planner, measure_speed
+from .checkpoints import lock_out_dir, prepare_out_dir, remove_stale_temp_files
 from .checks import check_device
-from .data import Cifar10, fingerprint
+from .data import Cifar10, ImageSet
 from .evaluation import evaluate
 from .recipe import (
     TrainConfig,
@@ -68,47 +59,12 @@ from .recipe import (
     resolve_amp,
     train_resolution,
 )
-from .runtime import channels_last_trains_safely, default_device, device_name, live_widgets
+from .runs import START_OVER, History, RunState
+from .runtime import channels_last_trains_safely, default_device, live_widgets
 
 DIVERGENCE_FACTOR = 10  # training stops when the loss exceeds 10x its starting value
 DIVERGENCE_CHECK_EVERY = 10  # steps between checks (each check waits for the device)
-
-
-# --- history and checkpoints ---------------------------------------------------------------
-
-@dataclass
-class History:
-    """Per-epoch metrics of a run (one dict per epoch) plus the config and hardware."""
-
-    config: dict[str, Any]
-    hardware: str = ""
-    epochs: list[dict[str, float]] = field(default_factory=list)
-
-    def column(self, key: str) -> list[float]:
-        """One metric over the epochs, e.g. `history.column('val_acc')`."""
-        return [e[key] for e in self.epochs if key in e]
-
-    @property
-    def last(self) -> dict[str, float]:
-        return self.epochs[-1] if self.epochs else {}
-
-    def images_per_s(self) -> float:
-        """Training throughput of the run: all images trained on, divided by the total
-        training time (evaluation excluded). The one definition of "images/s" for a run."""
-        seen = sum(e["images_per_s"] * e["epoch_time_s"] for e in self.epochs)
-        return seen / self.last["train_time_s"] if self.epochs else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"config": self.config, "hardware": self.hardware, "epochs": self.epochs}
-
-    def save(self, path: str | Path) -> None:
-        text = json.dumps(self.to_dict(), indent=1)
-        atomic_write(path, lambda f: f.write(text.encode()))
-
-    @classmethod
-    def load(cls, path: str | Path) -> History:
-        d = json.loads(Path(path).read_text())
-        return cls(d["config"], d.get("hardware", ""), d["epochs"])
+LIVE_EVERY_S = 5.0  # a notebook's progress bar and epoch lines: at most one update this often
 
 
 # --- evaluation, as fit does it ------------------------------------------------------------
@@ -123,45 +79,23 @@ def eval_settings(config: TrainConfig, device: torch.device) -> dict[str, Any]:
 
 # --- fit ----------------------------------------------------------------------------------
 
-def _progress_bar(total: int, desc: str, enabled: bool):
+def _progress_bar(total: int, enabled: bool):
+    """One bar for the whole run. In a notebook every refresh is a message to the front end,
+    and a client that reads them only after the cell (nbval) drops what exceeds ZeroMQ's
+    high-water mark (1,000 messages), the cell's end included: so one bar, not one per epoch,
+    refreshed at most every LIVE_EVERY_S seconds there."""
     if live_widgets():
         from tqdm.auto import tqdm
     else:  # terminal, or a notebook run without a front end (nbval, nbconvert): plain text
         from tqdm.std import tqdm
-    interactive = live_widgets() or sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False,
-                mininterval=0.5 if interactive else 30, dynamic_ncols=True)
-
-
-_START_OVER = "start over in another output folder, or with --no-resume (resume=False in Python)"
+    every = LIVE_EVERY_S if live_widgets() else 0.5 if sys.stderr.isatty() else 30
+    return tqdm(total=total, disable=not enabled, leave=False, mininterval=every,
+                dynamic_ncols=True)
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became non-finite or grew far above its starting value: the learning rate is
     too high for this model and batch size."""
-
-
-def data_identity(data: Cifar10) -> dict[str, Any]:
-    """What a checkpoint records about its data: where it was read and a fingerprint."""
-    return {"source": data.source, "train": len(data.train), "val": len(data.val),
-            "fingerprint": fingerprint(data)}
-
-
-def _check_resume(state: dict[str, Any], config: TrainConfig, data: dict[str, Any],
-                  path: Path) -> None:
-    saved, now = state["config"], config.to_dict()
-    differ = sorted(k for k in now if saved.get(k) != now[k])
-    if differ:
-        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in differ)
-        raise CheckpointError(f"{path} was written with a different recipe ({detail}); "
-                              f"resuming would not reproduce the run: {_START_OVER}")
-    before = state.get("data")  # checkpoints written before data identities had none
-    if before is not None and before.get("fingerprint") != data["fingerprint"]:
-        raise CheckpointError(
-            f"{path} was trained on other data ({before.get('train')} training and "
-            f"{before.get('val')} validation images from {before.get('source')}; now "
-            f"{data['train']} and {data['val']} from {data['source']}); resuming would mix "
-            f"the two in one run: use the same data as before, or {_START_OVER}")
 
 
 def fit(model: nn.Module, data: Cifar10, config: TrainConfig, *,
@@ -203,6 +137,67 @@ def fit(model: nn.Module, data: Cifar10, config: TrainConfig, *,
         return _fit(model, data, config, out_dir=out, **run)
 
 
+# --- the parts of training, built once --------------------------------------------------
+
+@dataclass
+class Parts:
+    """What training needs besides the model's weights and the data, built from the recipe by
+    `make_parts`: for `fit`, for the budget probe and for notebook 04's exercise."""
+
+    model: nn.Module  # on the device, in the recipe's memory format
+    forward: nn.Module  # the model, or its torch.compile'd wrapper
+    loader: DeviceLoader
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    device: torch.device
+    dtype: torch.dtype | None  # the autocast dtype (None: float32)
+
+
+def training_images(data: Cifar10, config: TrainConfig) -> ImageSet:
+    """The images `config` trains on: `data.train`, or its first `train_subset`."""
+    if config.train_subset is None:
+        return data.train
+    return data.train.subset(slice(0, config.train_subset))
+
+
+def make_parts(model: nn.Module, train_set: ImageSet, config: TrainConfig,
+               device: torch.device | str) -> Parts:
+    """Move `model` to `device` and build its optimizer (SGD, weight decay on conv and linear
+    weights only), loss scaler, loss (label-smoothed cross-entropy) and on-device loader."""
+    device = torch.device(device)
+    dtype = resolve_amp(config.amp, device)
+    channels_last = config.channels_last and channels_last_trains_safely(device)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(param_groups(model, config.weight_decay), lr=config.lr,
+                                momentum=config.momentum, nesterov=config.nesterov)
+    scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(dtype))  # fp16 is CUDA-only
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    loader = DeviceLoader(train_set, config.batch_size, train=True, device=device,
+                          padding=config.padding, flip=config.flip, cutout_size=config.cutout,
+                          seed=config.seed, channels_last=channels_last)
+    if len(loader) == 0:
+        raise ValueError(f"batch_size {config.batch_size} is larger than the training set "
+                         f"({len(train_set)} images)")
+    forward = torch.compile(model) if config.compile else model
+    return Parts(model, forward, loader, optimizer, scaler, criterion, device, dtype)
+
+
+def lr_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int,
+                start_step: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """The one way `lr_at` is applied: a `LambdaLR` whose i-th step runs at
+    `lr_at(start_step + i, total_steps, config)` (call `scheduler.step()` after each
+    `optimizer.step()`). A resumed or re-planned run makes a new one from where it is."""
+    def factor(i: int) -> float:
+        return lr_at(min(start_step + i, total_steps - 1), total_steps, config) / config.lr
+
+    for group in optimizer.param_groups:  # the peak rate, whatever a scheduler before set
+        group["initial_lr"] = config.lr
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def train_step(forward: Callable[[torch.Tensor], torch.Tensor], optimizer: torch.optim.Optimizer,
                scaler: torch.amp.GradScaler, criterion: nn.Module, x: torch.Tensor,
                y: torch.Tensor, device: torch.device,
@@ -219,189 +214,175 @@ def train_step(forward: Callable[[torch.Tensor], torch.Tensor], optimizer: torch
     return loss.detach(), logits.detach()
 
 
+class DivergenceGuard:
+    """Stops training when the loss becomes non-finite or exceeds DIVERGENCE_FACTOR times its
+    start (the first step's loss, at least ln(classes), a guess's loss)."""
+
+    def __init__(self, config: TrainConfig, ckpt_path: Path | None,
+                 start: float | None = None) -> None:
+        self.config, self.ckpt_path, self.start, self.epoch = config, ckpt_path, start, 0
+
+    def __call__(self, peak: float, loss: torch.Tensor, logits: torch.Tensor) -> None:
+        if self.start is None:
+            self.start = max(loss.item(), math.log(logits.shape[1]))
+        _check_divergence(peak, self.start, self.epoch, self.config, self.ckpt_path)
+
+
+def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, criterion: nn.Module, *,
+                    scaler: torch.amp.GradScaler | None = None, dtype: torch.dtype | None = None,
+                    steps: int | None = None, guard: Callable | None = None,
+                    timer: Callable[[int], None] | None = None, bar: Any = None) -> dict:
+    """One epoch of SGD in place: notebook 04's Exercise 1, with the extras of `fit`: mixed
+    precision (`dtype`, `scaler`), an epoch cut short after `steps`, and every
+    DIVERGENCE_CHECK_EVERY steps (where it waits for the device anyway) the divergence
+    `guard(peak_loss, loss, logits)` and `timer(steps_done)`. Returns the epoch's last
+    learning rate, mean training loss and accuracy, and the number of images seen."""
+    model.train()
+    device = next(model.parameters()).device
+    scaler = scaler or torch.amp.GradScaler("cuda", enabled=False)
+    steps = len(loader) if steps is None else min(steps, len(loader))
+    loss_sum, correct, peak = (torch.zeros((), device=device) for _ in range(3))
+    seen, lr = 0, optimizer.param_groups[0]["lr"]
+    for i, (x, y) in enumerate(itertools.islice(loader, steps)):  # x: (B, 3, S, S), y: (B,)
+        lr = optimizer.param_groups[0]["lr"]
+        loss, logits = train_step(model, optimizer, scaler, criterion, x, y, device, dtype)
+        scheduler.step()  # the next step's learning rate
+        loss_sum += loss * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+        peak = torch.maximum(peak, loss)  # the epoch's largest loss (nan if any is nan)
+        if i % DIVERGENCE_CHECK_EVERY == 0 or i == steps - 1:
+            top = peak.item()  # waits for the device
+            if guard is not None:
+                guard(top, loss, logits)
+            if timer is not None:
+                timer(i + 1)
+        if bar is not None:
+            bar.update(1)
+            if i % 20 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3f}", refresh=False)
+    return {"lr": lr, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
+            "seen": seen}
+
+
 def _fit(model: nn.Module, data: Cifar10, config: TrainConfig, *, out_dir: Path | None,
          device: torch.device, resume: bool, eval_splits: Sequence[str], progress: bool,
          verbose: bool, callbacks: Iterable[Callable[[History], None]],
          budget_used_s: float) -> History:
-    dtype = resolve_amp(config.amp, device)
-    channels_last = config.channels_last and channels_last_trains_safely(device)
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(param_groups(model, config.weight_decay), lr=config.lr,
-                                momentum=config.momentum, nesterov=config.nesterov)
-    scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(dtype))  # fp16 is CUDA-only
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    forward = torch.compile(model) if config.compile else model
-
-    train_set = data.train
-    if config.train_subset is not None:
-        train_set = train_set.subset(slice(0, config.train_subset))
-    loader = DeviceLoader(train_set, config.batch_size, train=True, device=device,
-                          padding=config.padding, flip=config.flip, cutout_size=config.cutout,
-                          seed=config.seed, channels_last=channels_last)
-    if len(loader) == 0:
-        raise ValueError(f"batch_size {config.batch_size} is larger than the training set "
-                         f"({len(train_set)} images)")
-    fit_start = time.perf_counter() - budget_used_s  # the budget's clock
-    run = config  # the recipe as trained: with a time budget, its epochs are planned here
-    total_steps = run.epochs * len(loader)
-    history = History(run.to_dict(), f"{device_name(device)}")
-    start_epoch = 0
-    start_loss: float | None = None  # the first step's loss: the divergence guard's reference
-    ckpt_path = Path(out_dir) / CHECKPOINT if out_dir is not None else None
-    identity = data_identity(data) if out_dir is not None else None
-    if resume and ckpt_path is not None and ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path)
-        _check_resume(state, config, identity, ckpt_path)
-        load_weights(model, state["model"], ckpt_path)
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        if config.budget_s is not None:  # finish the schedule planned when the run began
-            run = dataclasses.replace(config, epochs=int(state["planned_epochs"]))
-            total_steps = run.epochs * len(loader)
-        history = History(run.to_dict(), resumed_hardware(state, history.hardware),
-                          list(state["history"]))
-        start_epoch = int(state["epoch"])
-        start_loss = state.get("start_loss")
-        if start_epoch >= run.epochs:  # finished: the loaded run's own hardware only
-            history.hardware = state.get("hardware", NOT_RECORDED)
-        if start_loss is None and history.epochs:  # written before the guard existed
-            start_loss = history.epochs[0]["train_loss"]
-        if config.budget_s is not None:  # the plan as the run printed it, from its record
-            try:
-                plan = History.load(Path(out_dir) / HISTORY).config.get("plan")
-            except (OSError, ValueError, KeyError):
-                plan = None
-            if plan:
-                history.config["plan"] = plan
-        if verbose and start_epoch < run.epochs:
-            print(f"Resuming from {ckpt_path} after epoch {start_epoch}/{run.epochs}")
-        elif verbose:
-            planned = f"; its time budget planned {history.config['plan']}" if (
-                "plan" in history.config) else ""
-            print(f"The run in {ckpt_path} is finished ({start_epoch} epochs{planned}): "
-                  f"loaded it. To train again, {_START_OVER}.")
-    prior = history.last
-    train_time, wall_time = prior.get("train_time_s", 0.0), prior.get("wall_time_s", 0.0)
-    eval_images = sum(len(getattr(data, split)) for split in eval_splits)
-    speed = None
-    if config.budget_s is not None and start_epoch == 0:
-        probe_scaler = torch.amp.GradScaler("cuda", enabled=scaler.is_enabled())  # not the run's
-        speed = measure_speed(
-            model, train_set, getattr(data, eval_splits[0]) if eval_splits else train_set,
-            batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
-            min_resolution=config.min_resolution, device=device, channels_last=channels_last,
-            train_step=lambda m, opt, x, y: train_step(m, opt, probe_scaler, criterion, x, y,
-                                                       device, dtype),
-            evaluate_batch=lambda m, batch: evaluate(m, batch, tta=config.tta,
-                                                     **eval_settings(config, device)))
-        plan = _plan(config, speed, len(loader), len(train_set), eval_images,
-                     spent_s=time.perf_counter() - fit_start)
-        run = dataclasses.replace(config, epochs=plan.epochs)
-        total_steps = run.epochs * len(loader)
-        history.config = {**run.to_dict(), "plan": plan.describe()}
+    clock_start = budget.clock() - budget_used_s  # the command's start, on the budget's clock
+    train_set = training_images(data, config)
+    parts = make_parts(model, train_set, config, device)
+    state = RunState.start(config, parts, data, out_dir, resume, verbose)
+    steps = len(parts.loader)
+    planner = None
+    if config.budget_s is not None and state.epoch == 0:
+        planner = _planner(model, data, train_set, config, parts, eval_splits, clock_start)
+        state.adopt(planner.plan(done_epochs=0))
         if verbose:
-            print(f"Time budget: {plan.describe()}", flush=True)
-
-    model.train()
-    epoch = start_epoch
-    while epoch < run.epochs:
-        t0 = time.perf_counter()
-        loader.set_epoch(epoch)
-        loader.size = train_resolution(epoch, run)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device)
-        peak = torch.zeros((), device=device)  # the epoch's largest loss (nan if any is nan)
-        seen = 0
-        bar = _progress_bar(len(loader), f"epoch {epoch + 1}/{run.epochs}", progress)
-        for i, (x, y) in enumerate(loader):  # x: (B, 3, S, S) float, y: (B,)
-            lr = lr_at(epoch * len(loader) + i, total_steps, run)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss, logits = train_step(forward, optimizer, scaler, criterion, x, y, device, dtype)
-            loss_sum += loss * len(y)
-            correct += (logits.argmax(1) == y).sum()
-            seen += len(y)
-            peak = torch.maximum(peak, loss)
-            if start_loss is None:  # the reference: at least ln(classes), a guess's loss
-                start_loss = max(loss.item(), math.log(logits.shape[1]))
-            if i % DIVERGENCE_CHECK_EVERY == 0 or i == len(loader) - 1:
-                _check_divergence(peak.item(), start_loss, epoch, config, ckpt_path)
-            bar.update(1)
-            if i % 20 == 0 and bar.disable is False:
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3f}")
-        bar.close()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        epoch_time = time.perf_counter() - t0
-        train_time += epoch_time
-        record: dict[str, float] = {
-            "epoch": epoch + 1, "lr": lr, "resolution": loader.size,
-            "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
-        }
-        for split in eval_splits:
-            result = evaluate(model, getattr(data, split), tta=config.tta,
-                              **eval_settings(config, device))
-            record.update({f"{split}_{k}": v for k, v in result.items()})
-        model.train()
-        wall_time += time.perf_counter() - t0
-        record.update({"epoch_time_s": epoch_time, "train_time_s": train_time,
-                       "wall_time_s": wall_time, "images_per_s": seen / epoch_time})
-        history.epochs.append(record)
-        if verbose:
-            shown = {k: v for k, v in record.items() if k.endswith(("_loss", "_acc", "_tta"))}
-            print(f"epoch {epoch + 1:>2}/{run.epochs}  "
-                  + "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
-                  + f"  {epoch_time:.0f} s", flush=True)
-        if speed is not None and epoch == 0:  # the first epoch against the plan: re-plan once
-            planned = epoch_seconds(speed, loader.size, len(loader), eval_images)
-            drift = (time.perf_counter() - t0) / planned
-            if abs(drift - 1) > REPLAN_DRIFT:
-                plan = _plan(config, speed.scaled(drift), len(loader), len(train_set),
-                             eval_images, spent_s=time.perf_counter() - fit_start,
-                             done_epochs=1)
-                if plan.epochs != run.epochs:
-                    run = dataclasses.replace(config, epochs=plan.epochs)
-                    total_steps = run.epochs * len(loader)
-                history.config = {**run.to_dict(), "plan": plan.describe(),
-                                  "replanned_after_epoch_1": f"took {drift:.2f}x the plan"}
-                if verbose:
-                    print(f"Epoch 1 took {drift:.2f}x the plan; re-planned: {plan.describe()}",
-                          flush=True)
-        if out_dir is not None:
-            save_checkpoint(ckpt_path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(), "epoch": epoch + 1,
-                "config": config.to_dict(), "planned_epochs": run.epochs,
-                "history": history.epochs, "data": identity, "start_loss": start_loss,
-                "hardware": history.hardware,
-            })
-            history.save(Path(out_dir) / HISTORY)
+            print(f"Time budget: {state.history.config['plan']}", flush=True)
+    scheduler = lr_schedule(parts.optimizer, state.run, state.total_steps, state.epoch * steps)
+    guard = DivergenceGuard(config, state.ckpt_path, state.start_loss)
+    bar = _progress_bar(state.total_steps - state.epoch * steps, progress and
+                        state.epoch < state.run.epochs)
+    last_line = -math.inf
+    while state.epoch < state.run.epochs:
+        bar.set_description(f"epoch {state.epoch + 1}/{state.run.epochs}", refresh=False)
+        record = _epoch(parts, state, scheduler, guard, bar, data, eval_splits, planner)
+        state.history.epochs.append(record)
+        state.epoch += 1
+        if verbose and (time.perf_counter() - last_line >= LIVE_EVERY_S
+                        or state.epoch in (1, state.run.epochs)):
+            last_line = time.perf_counter()
+            _print_epoch(record, state.run.epochs)
+        state.save(parts, guard)
         for callback in callbacks:
-            callback(history)
-        epoch += 1
-    return history
+            callback(state.history)
+        if planner is not None:
+            scheduler = _replan(planner, state, parts, scheduler, guard, bar, verbose)
+    bar.close()
+    return state.history
 
 
-def _plan(config: TrainConfig, speed: Speed, steps: int, train_images: int, eval_images: int,
-          *, spent_s: float, done_epochs: int = 0) -> Plan:
-    """`budget.plan_epochs` for this recipe: its crop sizes depend on the run's length."""
-    return plan_epochs(config.budget_s, speed, steps_per_epoch=steps,
-                       batch_size=config.batch_size, train_images=train_images,
-                       eval_images=eval_images, done_epochs=done_epochs, spent_s=spent_s,
-                       resolution=lambda e, n: train_resolution(
-                           e, dataclasses.replace(config, epochs=n)))
+def _replan(planner: Planner, state: RunState, parts: Parts, scheduler: Any,
+            guard: DivergenceGuard, bar: Any, verbose: bool) -> Any:
+    """After an epoch: the planner's correction, if any, adopted; the schedule that follows."""
+    new = planner.after_epoch(state.epoch)
+    if new is None or new[0].steps == state.total_steps or state.epoch >= state.run.epochs:
+        return scheduler
+    plan, why = new
+    state.adopt(plan, **{f"replanned_after_epoch_{state.epoch}": why})
+    state.save(parts, guard)  # the checkpoint holds the new plan
+    bar.total = state.total_steps
+    if verbose:
+        print(f"Re-planned after epoch {state.epoch} ({why}): {plan.describe()}", flush=True)
+    return lr_schedule(parts.optimizer, state.run, state.total_steps,
+                       state.epoch * len(parts.loader))
 
 
-NOT_RECORDED = "hardware not recorded (a checkpoint written before it was)"
+def _epoch(parts: Parts, state: RunState, scheduler: torch.optim.lr_scheduler.LRScheduler,
+           guard: DivergenceGuard, bar: Any, data: Cifar10, eval_splits: Sequence[str],
+           planner: Planner | None) -> dict[str, float]:
+    """Train one epoch of the run, evaluate the `eval_splits`, and return its record."""
+    t0 = time.perf_counter()
+    parts.loader.set_epoch(state.epoch)
+    parts.loader.size = train_resolution(state.epoch, state.run)
+    guard.epoch = state.epoch
+    timer = planner.timer(parts.loader.size) if planner is not None else None
+    stats = train_one_epoch(parts.forward, parts.loader, parts.optimizer, scheduler,
+                            parts.criterion, scaler=parts.scaler, dtype=parts.dtype,
+                            steps=state.epoch_steps(len(parts.loader)), guard=guard,
+                            timer=timer, bar=bar)
+    if parts.device.type == "cuda":
+        torch.cuda.synchronize(parts.device)
+    epoch_time = time.perf_counter() - t0
+    prior = state.history.last
+    record = {"epoch": state.epoch + 1, "lr": stats["lr"], "resolution": parts.loader.size,
+              "train_loss": stats["train_loss"], "train_acc": stats["train_acc"]}
+    for split in eval_splits:
+        result = evaluate(parts.model, getattr(data, split), tta=state.config.tta,
+                          **eval_settings(state.config, parts.device))
+        record.update({f"{split}_{k}": v for k, v in result.items()})
+    parts.model.train()
+    record.update({"epoch_time_s": epoch_time,
+                   "train_time_s": prior.get("train_time_s", 0.0) + epoch_time,
+                   "wall_time_s": prior.get("wall_time_s", 0.0) + time.perf_counter() - t0,
+                   "images_per_s": stats["seen"] / epoch_time})
+    return record
 
 
-def resumed_hardware(state: dict[str, Any], here: str) -> str:
-    """The hardware a resumed run trained on: the checkpoint's, then (if it differs) `here`,
-    the machine that continues it."""
-    before = state.get("hardware", NOT_RECORDED)
-    return before if before == here or before.endswith(f"then {here}") else f"{before}, then {here}"
+def _print_epoch(record: dict[str, float], epochs: int) -> None:
+    shown = {k: v for k, v in record.items() if k.endswith(("_loss", "_acc", "_tta"))}
+    print(f"epoch {record['epoch']:>2}/{epochs}  "
+          + "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
+          + f"  {record['epoch_time_s']:.0f} s", flush=True)
+
+
+def _planner(model: nn.Module, data: Cifar10, train_set: ImageSet, config: TrainConfig,
+             parts: Parts, eval_splits: Sequence[str], clock_start: float) -> Planner:
+    """Measure this machine on a throwaway copy of the model, built as the run's parts are,
+    and return the planner of the run's epochs."""
+    probe = make_parts(copy.deepcopy(model), train_set, config, parts.device)
+    probe.optimizer.param_groups[0]["lr"] = probe.optimizer.param_groups[1]["lr"] = 1e-3
+
+    def batches(size: int):
+        probe.loader.size = size
+        return iter(probe.loader)
+
+    eval_set = getattr(data, eval_splits[0]) if eval_splits else train_set
+    eval_images = sum(len(getattr(data, split)) for split in eval_splits)
+    speed = measure_speed(
+        lambda x, y: train_step(probe.forward, probe.optimizer, probe.scaler, probe.criterion,
+                                x, y, probe.device, probe.dtype),
+        batches, lambda batch: evaluate(model, batch, tta=config.tta,
+                                        **eval_settings(config, parts.device)),
+        eval_set.subset(slice(0, min(len(eval_set), config.eval_batch_size))),
+        min_resolution=config.min_resolution, device=parts.device)
+    return Planner(config.budget_s, speed, steps_per_epoch=len(parts.loader),
+                   batch_size=config.batch_size, train_images=len(train_set),
+                   eval_images=eval_images, start=clock_start,
+                   resolution=lambda e, n: train_resolution(
+                       e, dataclasses.replace(config, epochs=n)))
 
 
 def _check_divergence(loss: float, start: float, epoch: int, config: TrainConfig,
@@ -415,5 +396,5 @@ def _check_divergence(loss: float, start: float, epoch: int, config: TrainConfig
     raise TrainingDiverged(
         f"training diverged in epoch {epoch + 1}: the loss reached {loss:.3g} (it started at "
         f"{start:.3g}); the learning rate is too high: lower lr (now {config.lr:g}, try "
-        f"{config.lr / 10:g}) and {_START_OVER}; {kept}")
+        f"{config.lr / 10:g}) and {START_OVER}; {kept}")
 

@@ -223,7 +223,7 @@ def test_fit_checks_device_and_splits_before_training(sample):
 
 
 def test_a_loaded_run_reports_the_hardware_it_trained_on(sample, tmp_path, monkeypatch):
-    import resnet_edu.train as train_module
+    import resnet_edu.runs as train_module  # where a run records its hardware
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(train_module, "device_name", lambda device=None: "machine A")

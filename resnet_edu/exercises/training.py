@@ -4,6 +4,8 @@ itself, are the oracle."""
 from __future__ import annotations
 
 import itertools
+import math
+import numbers
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,8 +17,9 @@ from ..augment import DeviceLoader
 from ..data import load_sample
 from ..live import smoothed_loss_floor
 from ..recipe import TrainConfig, build_model, lr_at, param_groups, preset, train_resolution
-from ..train import fit
+from ..train import fit, lr_schedule, make_parts, training_images
 from . import NotYet, close, exercise, one_thread, require_prediction
+from .bug_hunt import called_from_library, raised_in_library
 
 
 def _small_model() -> nn.Module:
@@ -114,10 +117,18 @@ def _judge_split(fn: Callable, model: nn.Module, where: str) -> tuple[int, int]:
         raise NotYet(f"return a pair of lists (decayed, not_decayed), got "
                      f"{type(result).__name__}" + (f" of length {len(result)}"
                                                    if isinstance(result, (tuple, list)) else ""))
+    if any(isinstance(r, dict) for r in result):
+        raise NotYet("you returned the optimizer's parameter groups, dicts like "
+                     "{'params': ..., 'weight_decay': ...}: return the two lists of parameters "
+                     "themselves, (decayed, not_decayed); the trainer builds the groups from "
+                     "them.")
     decay, no_decay = (list(r) for r in result)
     if _named_pairs(decay + no_decay):
         raise NotYet("your lists hold (name, parameter) pairs, as named_parameters() gives "
                      "them: the optimizer wants the parameters alone.")
+    if any(isinstance(p, str) for p in decay + no_decay):
+        raise NotYet("your lists hold the parameters' names: the optimizer wants the "
+                     "parameters themselves (the nn.Parameter objects).")
     if any(not isinstance(p, nn.Parameter) for p in decay + no_decay):
         bad = next(p for p in decay + no_decay if not isinstance(p, nn.Parameter))
         raise NotYet("both lists should hold the model's parameters (nn.Parameter objects), "
@@ -241,7 +252,7 @@ def _schedule(fn: Callable, total: int, peak: float, warmup: float) -> list[floa
                          f"(peak {peak}, warm-up fraction {warmup}): {e}") from None
         if got is None or got is Ellipsis:
             raise NotImplementedError
-        if isinstance(got, bool) or not (isinstance(got, (int, float)) or
+        if isinstance(got, bool) or not (isinstance(got, numbers.Real) or
                                          (torch.is_tensor(got) and got.numel() == 1)):
             raise NotYet(f"return a number, got {type(got).__name__}")
         rates.append(float(got))
@@ -351,24 +362,14 @@ def epoch_parts(config: TrainConfig | None = None) -> EpochParts:
     and loss `fit` would use for its first epoch. The model is in eval mode, as an evaluation
     leaves it. The schedule is a `LambdaLR` that sets the rate of step i to `lr_at(i, ...)`."""
     config = config or epoch_config()
-    data = load_sample()
-    train_set = data.train
-    if config.train_subset is not None:
-        train_set = train_set.subset(slice(0, config.train_subset))
     torch.manual_seed(config.seed)
     model = build_model(config).eval()
-    loader = DeviceLoader(train_set, config.batch_size, train=True, device="cpu",
-                          padding=config.padding, flip=config.flip, cutout_size=config.cutout,
-                          seed=config.seed, channels_last=False)
+    parts = make_parts(model, training_images(load_sample(), config), config, "cpu")
+    loader = parts.loader
     loader.set_epoch(0)
     loader.size = train_resolution(0, config)
-    optimizer = torch.optim.SGD(param_groups(model, config.weight_decay), lr=config.lr,
-                                momentum=config.momentum, nesterov=config.nesterov)
-    total = config.epochs * len(loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_at(min(step, total - 1), total, config) / config.lr)
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    return EpochParts(model, loader, optimizer, scheduler, criterion, config)
+    scheduler = lr_schedule(parts.optimizer, config, config.epochs * len(loader))
+    return EpochParts(model, loader, parts.optimizer, scheduler, parts.criterion, config)
 
 
 def fit_one_epoch(config: TrainConfig | None = None) -> nn.Module:
@@ -387,6 +388,9 @@ class _Watch:
     optimizer."""
 
     train_mode: list[bool] = field(default_factory=list)  # per forward pass
+    library: list[bool] = field(default_factory=list)  # per forward: run by resnet_edu's code
+    scheduler_args: list[tuple] = field(default_factory=list)  # per scheduler.step(...)
+    events: list[str] = field(default_factory=list)  # "backward" and "step", in order
     losses: int = 0  # calls of the criterion
     stale: list[bool] = field(default_factory=list)  # per backward: an old gradient was there
     lrs: list[float] = field(default_factory=list)  # per optimizer step
@@ -402,12 +406,28 @@ def _watch(parts: EpochParts) -> tuple[_Watch, list]:
     def on_step(opt, args, kwargs):
         seen.lrs.append(opt.param_groups[0]["lr"])
         seen.zero_at_step.append(grad_is_zero())
+        seen.events.append("step")
 
+    def on_backward(grad):
+        seen.stale.append(not grad_is_zero())
+        seen.events.append("backward")
+
+    def on_forward(module, args):
+        seen.train_mode.append(module.training)
+        seen.library.append(called_from_library(__file__))
+
+    step = parts.scheduler.step
+
+    def scheduler_step(*args, **kwargs):
+        seen.scheduler_args.append(args + tuple(kwargs.values()))
+        return step(*args, **kwargs)
+
+    parts.scheduler.step = scheduler_step  # this object's only: the check made it
     handles = [
-        parts.model.register_forward_pre_hook(lambda m, a: seen.train_mode.append(m.training)),
+        parts.model.register_forward_pre_hook(on_forward),
         parts.criterion.register_forward_pre_hook(
             lambda m, a: setattr(seen, "losses", seen.losses + 1)),
-        first.register_hook(lambda g: seen.stale.append(not grad_is_zero())),
+        first.register_hook(on_backward),
         parts.optimizer.register_step_pre_hook(on_step),
     ]
     return seen, handles
@@ -423,6 +443,43 @@ def _largest_difference(mine: nn.Module, oracle: nn.Module) -> tuple[float, str]
             if diff > worst:
                 worst, where = diff, name
     return worst, where
+
+
+_LIBRARY_LOOP = ("the model was run by a function of resnet_edu (the trainer's `fit`, "
+                 "`train_step` or its epoch loop), not by your loop: write the loop over the "
+                 "batches yourself (the exercise is what those functions do).")
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 20 else type(value).__name__
+
+
+def _explain_epoch_error(error: BaseException, seen: _Watch) -> None:
+    """NotYet saying, in the notebook's words, what an error raised in the student's epoch
+    means."""
+    text = str(error)
+    if any(seen.library) or raised_in_library(error):
+        raise NotYet(_LIBRARY_LOOP) from None
+    if "does not require grad" in text or "does not have a grad_fn" in text:
+        raise NotYet("loss.backward() found no graph to go back through: the loss was computed "
+                     "while autograd was not recording (inside torch.no_grad() or "
+                     "torch.inference_mode()), or from a detached tensor. In training the "
+                     "forward pass and the loss must be recorded.") from None
+    if isinstance(error, AttributeError) and "backward" in text:
+        raise NotYet("backward() was called on something that is not the loss tensor "
+                     f"({text}): .item() or float() turns the loss into a Python number, "
+                     "which has no gradient. Call backward() on the tensor that `criterion` "
+                     "returns.") from None
+    if seen.losses and ("Long" in text or "Float" in text or "expected" in text.lower()
+                        or "size" in text.lower() or "shape" in text.lower()):
+        raise NotYet("the loss could not be computed from what you gave `criterion` "
+                     f"({type(error).__name__}: {text}). It takes the model's scores for the "
+                     "batch first, (B, 10) floats, then the labels, (B,) integers.") from None
+    where = f" after {len(seen.lrs)} optimizer steps" if seen.lrs else ""
+    raise NotYet(f"your loop stopped{where} with {type(error).__name__} ({text}). Each batch "
+                 "of `loader` is a pair (x, y): x a (B, 3, 32, 32) float batch, y its (B,) "
+                 "labels; the model maps x to (B, 10) scores.") from None
 
 
 @exercise
@@ -441,12 +498,25 @@ def _check_train_one_epoch(fn: Callable[..., object]) -> str:
         with warnings.catch_warnings():  # the hints below say more than torch's warnings
             warnings.simplefilter("ignore")
             fn(parts.model, parts.loader, parts.optimizer, parts.scheduler, parts.criterion)
+    except NotImplementedError as e:
+        if not (seen.train_mode or seen.lrs) and not str(e):
+            raise  # the cell's own `raise NotImplementedError`: not attempted yet
+        _explain_epoch_error(e, seen)
+    except Exception as e:
+        _explain_epoch_error(e, seen)
     finally:
         for handle in handles:
             handle.remove()
     batches = len(parts.loader)
     if not seen.train_mode and not seen.lrs:
         raise NotImplementedError
+    if any(seen.library):
+        raise NotYet(_LIBRARY_LOOP)
+    if any(seen.scheduler_args):
+        raise NotYet(f"you called scheduler.step({', '.join(map(_short, seen.scheduler_args[0]))})"
+                     ": the schedule you were given takes no argument (a LambdaLR reads one as "
+                     "an epoch number and jumps there). Call scheduler.step() with nothing "
+                     "between the brackets.")
     if not seen.lrs:
         raise NotYet("the loop never called optimizer.step(), so the weights did not change: "
                      "after loss.backward(), optimizer.step() applies the update (use the "
@@ -469,6 +539,10 @@ def _check_train_one_epoch(fn: Callable[..., object]) -> str:
                      f"held the gradient of the batches before it. Call optimizer.zero_grad() "
                      "in every iteration, before loss.backward().")
     if any(seen.zero_at_step):
+        if seen.events and seen.events[0] == "step":
+            raise NotYet("optimizer.step() ran before loss.backward(), so each step applied "
+                         "a gradient that was not yet there (or the previous batch's): step "
+                         "uses what backward has just computed.")
         raise NotYet("at optimizer.step() the gradients were zero: zero_grad() between "
                      "backward() and step() throws the new gradient away. Call it before "
                      "loss.backward().")
@@ -511,13 +585,24 @@ def check_loss_floor_prediction(guess: object, label_smoothing: float, classes: 
     if isinstance(guess, bool) or not isinstance(guess, (int, float)):
         raise NotYet(f"your prediction of {what} should be a number (in nats), got {guess!r}")
     floor = smoothed_loss_floor(eps, classes)
+    probabilities = {1 - eps: "1 - eps", true: "1 - eps + eps/K"}
+    for value, name in probabilities.items():
+        if close(guess, value, rel=0.01):
+            raise NotYet(f"{guess:g} is {name}, a probability: the share the smoothed target "
+                         "puts on the true class. The question asks for a loss, a "
+                         "cross-entropy in nats: what is the cross-entropy of the best "
+                         "possible prediction against that target?")
+    if close(guess, -math.log(true), rel=0.01):
+        raise NotYet(f"{guess:.3g} is -log({true:g}), the true class's term alone. Against a "
+                     "smoothed target every class has a term: cross-entropy is -sum over all "
+                     f"{classes} classes of q log p.")
     why = (f"The smoothed target puts {true:g} on the true class and {other:g} on each of the "
            f"other {classes - 1}; cross-entropy against a target q is smallest when the "
            "predicted probabilities equal q, and that smallest value is q's entropy, "
            "-sum q log q, not 0.")
-    if close(guess, floor, rel=0.1):
+    if close(guess, floor, rel=0.05):
         return (f"you predicted {guess:.3g} nats; the floor, computed from the targets, is "
                 f"{floor:.3g}. {why}")
     side = "high" if guess > floor else "low"
     raise NotYet(f"you predicted {guess:.3g} nats, but the floor, computed from the targets, "
-                 f"is {floor:.3g}: too {side} by more than 10%. {why}")
+                 f"is {floor:.3g}: too {side} by more than 5 %. {why}")

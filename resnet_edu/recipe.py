@@ -139,7 +139,8 @@ def build_model(config: TrainConfig) -> nn.Module:
     """ResNet-18 with the CIFAR stem at `config.width` (the model the presets are tuned for)."""
     from .models import resnet18_cifar
 
-    # zero-init the last BN of each block: every block starts as the identity (Goyal et al.)
+    # zero-init the last BN of each block (Goyal et al. 2017, Sec. 5.1): a block with an
+    # identity shortcut starts as the identity; a downsampling block starts as its projection
     return resnet18_cifar(width=config.width, zero_init_residual=True)
 
 
@@ -178,7 +179,8 @@ def train_resolution(epoch: int, config: TrainConfig) -> int:
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Two optimizer groups: conv/linear weights with weight decay; BN parameters and
-    biases (1-D tensors) without, since decaying them only fights the normalization."""
+    biases (1-D tensors) without: Bag of Tricks' "no bias decay" (He et al. 2019, Sec. 3.1),
+    which counts it against overfitting; some reproductions decay every parameter instead."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     return [{"params": decay, "weight_decay": weight_decay},

@@ -322,7 +322,7 @@ def test_fixed_block_passes_and_each_mistake_gets_its_hint():
             return self.bn2(self.conv2(out)) + self.shortcut(x)
 
     fb = check_fixed_block(NoFinalRelu)
-    assert not fb and "output differs" in fb.message and "ReLU(" in fb.message
+    assert not fb and "output differs" in fb.message and "nothing after it" in fb.message
 
     class MainPathWithoutStride(FixedBlock):  # the shortcut is right: diagnose names the clash
         def __init__(self, cin, cout, stride=1):
@@ -452,3 +452,57 @@ def test_stem_prediction_is_measured_and_names_the_max_pool():
     assert "first" in check_stem_prediction(...).message
     assert "one number" in check_stem_prediction("24x24").message
     assert check_stem_prediction(16, side=64)
+
+
+def _forward_variant(forward):
+    class Variant(FixedBlock):
+        pass
+
+    Variant.forward = forward
+    return Variant
+
+
+def test_fixed_block_forward_slips_are_named_not_answered():
+    def branch(self, x):
+        return self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+
+    cases = {
+        "with nothing after it": lambda self, x: branch(self, x) + self.shortcut(x),
+        "a ReLU acts on what the shortcut carries (suspect 2)":
+            lambda self, x: torch.relu(branch(self, x) + torch.relu(self.shortcut(x))),
+        "ends in a ReLU before the addition":
+            lambda self, x: torch.relu(branch(self, x)) + self.shortcut(x),
+        "the shortcut is missing": lambda self, x: torch.relu(branch(self, x)),
+        "compare your forward with CopiedBlock's":  # BatchNorm after the addition
+            lambda self, x: torch.relu(self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))
+                                                 + self.shortcut(x))),
+    }
+    for hint, forward in cases.items():
+        fb = check_fixed_block(_forward_variant(forward))
+        assert not fb and "output differs" in fb.message and hint in fb.message, fb.message
+        assert "bn2(conv2(" not in fb.message  # the slip, not the whole forward
+
+
+def test_accuracy_of_one_batch_and_a_failing_library_call_get_their_own_hint():
+    def last_batch_only(model, loader):
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            for x, y in loader:
+                acc = (model(x).argmax(1) == y).float().mean().item()
+        model.train(was)
+        return acc
+
+    fb = check_accuracy(last_batch_only)
+    assert not fb and "the accuracy of the last batch alone" in fb.message, fb.message
+    assert "divided by" not in fb.message
+
+    from resnet_edu.evaluation import evaluate
+
+    fb = check_accuracy(lambda model, loader: evaluate(model, loader.dataset)["acc"])
+    assert not fb and "function of resnet_edu" in fb.message, fb.message
+
+
+def test_claims_given_as_text_are_told_to_drop_the_quotes():
+    fb = check_claims({k: "True" for k in CLAIMS})
+    assert not fb and "without quotes" in fb.message

@@ -73,16 +73,46 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))
 
 
-def _called_from_library() -> bool:
+def called_from_library(*checks: str) -> bool:
     """Inside a forward hook: True when the code that called the model (the first frame
-    outside torch) is this package's, e.g. `bugs.evaluate_correctly` or `accuracy_oracle`."""
+    outside torch and outside the check files `checks`, this one always among them) is this
+    package's, e.g. `bugs.evaluate_correctly`, `accuracy_oracle` or the trainer's
+    `train_step`."""
+    skip = {os.path.abspath(__file__), *(os.path.abspath(c) for c in checks)}
     frame = sys._getframe(1)
     while frame is not None:
         path = os.path.abspath(frame.f_code.co_filename)
-        if not path.startswith(_TORCH_DIR + os.sep) and path != os.path.abspath(__file__):
+        if not path.startswith(_TORCH_DIR + os.sep) and path not in skip:
             return path.startswith(_PACKAGE_DIR + os.sep)
         frame = frame.f_back
     return False
+
+
+def raised_in_library(error: BaseException) -> bool:
+    """True when `error` was raised inside this package's own code (not a check's, not
+    torch's): the student's function called a function of resnet_edu that failed."""
+    tb, found = error.__traceback__, False
+    exercises = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    while tb is not None:
+        path = os.path.abspath(tb.tb_frame.f_code.co_filename)
+        if path.startswith(_PACKAGE_DIR + os.sep) and not path.startswith(exercises):
+            found = True
+        tb = tb.tb_next
+    return found
+
+
+def _one_batch_hint(got: float, model: nn.Module, loader) -> str | None:
+    """When `got` is the accuracy of a single batch: which one, in words."""
+    accuracies = [float((evaluate_correctly(model, images) == labels).float().mean())
+                  for images, labels in loader]
+    for i, acc in enumerate(accuracies):
+        if close(got, acc, rel=1e-6) and not all(close(a, acc, rel=1e-6) for a in accuracies):
+            which = ("the last batch" if i == len(accuracies) - 1 else
+                     "the first batch" if i == 0 else f"batch {i}")
+            return (f"{got:.4g} is the accuracy of {which} alone, one of {len(accuracies)}: the "
+                    "count is overwritten in every iteration instead of added up. Add up the "
+                    "correct images over every batch, then divide by the number of images.")
+    return None
 
 
 def _denominator_hint(got: float, correct: int, loader) -> str | None:
@@ -118,7 +148,7 @@ def check_accuracy(accuracy: Callable[[nn.Module, object], float]) -> str:
 
     def record(module, args):
         seen.append((torch.is_grad_enabled(), model[1].training, model[5].training,
-                     _called_from_library()))
+                     called_from_library()))
 
     hook = model.register_forward_pre_hook(record)
     model.train()
@@ -127,6 +157,10 @@ def check_accuracy(accuracy: Callable[[nn.Module, object], float]) -> str:
     except NotImplementedError:
         raise
     except Exception as e:
+        if raised_in_library(e) or any(library for *_, library in seen):
+            raise NotYet("your function called a function of resnet_edu, which failed on this "
+                         "loader: write the loop over the loader yourself (the exercise is what "
+                         "such a function does).") from None
         raise NotYet(f"your function stopped with {type(e).__name__} ({e}). The loader gives "
                      "(images, labels) batches, images of shape (B, 3, 8, 8) and labels of "
                      "shape (B,), and model(images) gives (B, 10) scores, one per class: "
@@ -164,6 +198,9 @@ def check_accuracy(accuracy: Callable[[nn.Module, object], float]) -> str:
         if got == correct:
             raise NotYet(f"{got} is the number of images classified right: return the "
                          "fraction of the loader's images.")
+        one = _one_batch_hint(got, model, loader)
+        if one:
+            raise NotYet(one)
         hint = _denominator_hint(got, correct, loader)
         if hint:
             raise NotYet(hint)
@@ -261,6 +298,12 @@ def check_claims(answers: dict[str, bool]) -> str:
         raise NotYet(f"answers should be a dict from claim name to True/False, got "
                      f"{type(answers).__name__}.")
     missing = [k for k in CLAIMS if not isinstance(answers.get(k), bool)]
+    quoted = [k for k in missing if isinstance(answers.get(k), str)
+              and answers[k].strip().lower() in ("true", "false")]
+    if quoted:
+        raise NotYet(f"write True or False without quotes: {', '.join(quoted)} "
+                     f"{'holds' if len(quoted) == 1 else 'hold'} the text {answers[quoted[0]]!r}, "
+                     "a string, not a truth value.")
     if missing:
         raise NotYet(f"give True or False for: {', '.join(missing)}.")
     with one_thread():
@@ -461,6 +504,30 @@ def _run(mine: nn.Module, x: torch.Tensor, case: str, block) -> torch.Tensor:
     return y
 
 
+def _forward_slip(y_mine: torch.Tensor, good: nn.Module, x: torch.Tensor) -> str:
+    """What a forward that gives `y_mine` instead of `good(x)` did, in words, for the slips
+    the check can recognize from the output; never the whole forward."""
+    with torch.no_grad():
+        f, s = good.main_path(x), good.shortcut(x)
+        slips = {
+            "your block returns the sum F(x) + shortcut(x) with nothing after it: "
+            "CopiedBlock's ReLU after the addition is not one of its mistakes": f + s,
+            "a ReLU acts on what the shortcut carries (suspect 2): the shortcut must carry x, "
+            "or its projection, unchanged": torch.relu(f + torch.relu(s)),
+            "your branch ends in a ReLU before the addition, so F(x) can only raise a feature "
+            "(notebook 00, Exercise 2); CopiedBlock's last ReLU comes after the addition, and "
+            "that is not one of its mistakes": torch.relu(f) + s,
+            "the shortcut is missing from your output: nothing is added to the branch, as in "
+            "a plain block": torch.relu(f),
+        }
+    for words, output in slips.items():
+        if output.shape == y_mine.shape and torch.allclose(y_mine, output, atol=1e-5):
+            return words + "."
+    return ("compare your forward with CopiedBlock's, line by line: only its four mistakes "
+            "need fixing, and the order of its layers, its ReLUs and its addition is not among "
+            "them.")
+
+
 def _compare_with_good_block(mine: nn.Module, block, cin: int, cout: int,
                              stride: int) -> None:
     """Copy a GoodBlock's weights into `mine`; the same output and the same input
@@ -493,7 +560,7 @@ def _compare_with_good_block(mine: nn.Module, block, cin: int, cout: int,
     if not torch.allclose(y_mine, y_good, atol=1e-5):
         raise NotYet(f"with a correct block's weights, {case}'s output differs from it (max "
                      f"difference {float((y_mine - y_good).detach().abs().max()):.2g}): "
-                     "y = ReLU(bn2(conv2(ReLU(bn1(conv1(x))))) + shortcut(x)).")
+                     f"{_forward_slip(y_mine.detach(), good, x)}")
     y_good.square().sum().backward()
     if not y_mine.requires_grad:
         raise NotYet(f"{case}'s output is not connected to the autograd graph: does forward "

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import torch
@@ -28,6 +29,27 @@ from . import (
 )
 
 
+class _Runs:
+    """`with _Runs(code) as runs:` ... `runs.seen`: whether the function whose code object is
+    `code` was called inside the block, however the student imported or named it (a profile
+    hook sees every Python call of this thread)."""
+
+    def __init__(self, code) -> None:
+        self.code, self.seen, self.previous = code, False, None
+
+    def _profile(self, frame, event, arg) -> None:
+        if event == "call" and frame.f_code is self.code:
+            self.seen = True
+
+    def __enter__(self) -> _Runs:
+        self.previous = sys.getprofile()
+        sys.setprofile(self._profile)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        sys.setprofile(self.previous)
+
+
 def _sequences() -> dict[str, torch.Tensor]:
     """A smooth curve, white noise (alone and on an offset), and two gradient sweeps."""
     gen = torch.Generator().manual_seed(0)
@@ -42,7 +64,11 @@ def _sequences() -> dict[str, torch.Tensor]:
 
 
 def _value(lag1: Callable[[torch.Tensor], float], g: torch.Tensor) -> float:
-    answer = lag1(g.clone())
+    with _Runs(autocorrelation.__code__) as runs:
+        answer = lag1(g.clone())
+    if runs.seen:
+        raise NotYet("your lag1 calls autocorrelation, the package's own answer: compute r[1] "
+                     "from g yourself, with a centre and a denominator you choose")
     if answer is None or answer is Ellipsis:
         raise NotImplementedError
     try:
@@ -97,7 +123,12 @@ def check_lag1(lag1: Callable[[torch.Tensor], float]) -> str:
 def _grads(fn: Callable, block: torch.nn.Module, x: torch.Tensor, route: str
            ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     x = x.clone().requires_grad_(True)
-    out = fn(block, x, route)
+    with _Runs(library_routed_forward.__code__) as runs:
+        out = fn(block, x, route)
+    if runs.seen and fn is not library_routed_forward:
+        raise NotYet("your function calls routed_forward, the library's own "
+                     "(resnet_edu.ensembles): write yours from block.residual_branch, "
+                     "block.shortcut and block.relu")
     if out is None or out is Ellipsis:  # still `...`
         raise NotImplementedError
     if not isinstance(out, torch.Tensor):

@@ -351,3 +351,57 @@ def test_weight_spread_names_errors_in_the_function():
         feedback = check_weight_spread(fn, 0.5)
         assert not feedback and hint in feedback.message, (hint, feedback.message)
         assert "running your answer raised" not in feedback.message, feedback.message
+
+
+def test_grad_norm_loop_names_more_slips():
+    def no_return(model, images, labels):
+        _loop(model, images, labels)
+
+    def optimizer_step(model, images, labels):
+        norms = _loop(model, images, labels)
+        torch.optim.SGD(model.parameters(), lr=0.1).step()
+        return norms
+
+    cases = {
+        "`return` missing": no_return,
+        "changed the model's weights": optimizer_step,
+        "softmax": lambda m, x, y: _loop(
+            m, x, y, loss=lambda out, t: nn.functional.cross_entropy(out.softmax(1), t)),
+        "absolute values": lambda m, x, y: _loop(m, x, y, value=lambda g: g.abs().sum().item()),
+    }
+    for hint, fn in cases.items():
+        feedback = check_grad_norm_loop(fn)
+        assert not feedback and hint in feedback.message, (hint, feedback.message)
+
+
+def test_weight_spread_and_shortcut_forward_name_a_forgotten_return_and_ln():
+    def no_return(table):
+        _spread(table)
+
+    assert "`return` missing" in check_weight_spread(no_return, 0.5).message
+    ln = check_weight_spread(lambda t: _spread(t) * math.log(10), 0.5)
+    assert not ln and "natural logarithm" in ln.message
+
+    def forward_no_return(block, x):
+        block.relu(block.residual_branch(x) + x)
+
+    assert "`return` missing" in check_shortcut_forward(forward_no_return).message
+
+
+def test_shortcut_forward_says_which_dimension_still_differs():
+    def no_subsample(block, x):
+        out = block.residual_branch(x)
+        if out.shape != x.shape:
+            x = nn.functional.pad(x, (0, 0, 0, 0, 0, block.out_channels - block.inplanes))
+        return block.relu(out + x)
+
+    def no_zeros(block, x):
+        out = block.residual_branch(x)
+        if out.shape != x.shape:
+            x = x[:, :, ::2, ::2]
+        return block.relu(out + x)
+
+    for fn, hint in ((no_subsample, "fails on the width (W)"),
+                     (no_zeros, "fails on the channels (C)")):
+        feedback = check_shortcut_forward(fn)
+        assert not feedback and hint in feedback.message, feedback.message

@@ -200,7 +200,11 @@ def test_block_gradient_names_each_slip():
     assert "not block(x)" in check_block_gradient(whole_block).message
     assert "shaped like x" in check_block_gradient(lambda b, x, g: g[0]).message
     assert "max |yours - autograd|" in check_block_gradient(lambda b, x, g: 2 * g).message
-    assert "not attempted" in check_block_gradient(lambda b, x, g: None).message
+
+    def stub(block, x, g):
+        ...  # your code here
+
+    assert "not attempted" in check_block_gradient(stub).message
     assert "not attempted" in check_block_gradient(_not_attempted).message
 
 
@@ -245,3 +249,76 @@ def test_expected_gain_names_the_missing_square_root():
         feedback = check_expected_gain(answer)
         assert not feedback.passed and f"the {kind} stack" in feedback.message
         assert "square root" in feedback.message
+
+
+def test_make_identity_names_the_usual_slips_in_words():
+    def in_place_under_autograd(block):
+        block.conv2.weight.zero_()  # a leaf that requires grad: PyTorch refuses
+
+    def zero_first_conv(block):
+        torch.nn.init.zeros_(block.conv1.weight)
+
+    def returns_a_new_module(block):
+        return torch.nn.Identity()
+
+    cases = {in_place_under_autograd: "torch.no_grad()",
+             zero_first_conv: "conv1 now outputs 0",
+             returns_a_new_module: "change one of its layers in place"}
+    for answer, hint in cases.items():
+        feedback = check_make_identity(answer)
+        assert not feedback.passed and hint in feedback.message, feedback
+        assert "raised" not in feedback.message and "conv2" not in feedback.message
+
+
+def test_block_gradient_names_autograd_slips_in_words():
+    def no_requires_grad(block, x, g):
+        (t,) = torch.autograd.grad(block.residual_branch(x), x, grad_outputs=g)
+        return g + t
+
+    def no_grad_outputs(block, x, g):
+        x = x.detach().requires_grad_(True)
+        (t,) = torch.autograd.grad(block.residual_branch(x), x)
+        return g + t
+
+    def tuple_not_unpacked(block, x, g):
+        x = x.detach().requires_grad_(True)
+        return g + torch.autograd.grad(block.residual_branch(x), x, grad_outputs=g)
+
+    def returns_the_tuple(block, x, g):
+        x = x.detach().requires_grad_(True)
+        return torch.autograd.grad(block.residual_branch(x) + x, x, grad_outputs=g)
+
+    def no_return(block, x, g):
+        x = x.detach().requires_grad_(True)
+        (t,) = torch.autograd.grad(block.residual_branch(x), x, grad_outputs=g)
+        g + t
+
+    cases = {no_requires_grad: "requires a gradient", no_grad_outputs: "grad_outputs",
+             tuple_not_unpacked: "returns a tuple", returns_the_tuple: "you return a tuple",
+             no_return: "`return` missing"}
+    for answer, hint in cases.items():
+        feedback = check_block_gradient(answer)
+        assert not feedback.passed and hint in feedback.message, feedback
+        assert "raised" not in feedback.message and "RuntimeError" not in feedback.message
+
+
+def test_shortcut_parameters_names_buffers_and_biases_and_takes_any_integer():
+    import numpy as np
+
+    right = check_shortcut_parameters(173_824)
+    assert right
+    assert check_shortcut_parameters(np.int64(173_824))
+    assert check_shortcut_parameters(torch.tensor(173_824))
+    with_buffers = check_shortcut_parameters(173_824 + 2 * (128 + 256 + 512))
+    assert not with_buffers and "buffers" in with_buffers.message
+    with_bias = check_shortcut_parameters(173_824 + 128 + 256 + 512)
+    assert not with_bias and "no bias" in with_bias.message
+
+
+def test_predict_gradient_hints_do_not_give_the_recursion():
+    only_g = check_predict_gradient(lambda weights, g: g)
+    assert not only_g and "only the term that skips every block" in only_g.message
+    first_order = check_predict_gradient(lambda weights, g: g + sum(w.T @ g for w in weights))
+    assert not first_order and "multiply" in first_order.message
+    other = check_predict_gradient(lambda weights, g: 2 * g)
+    assert not other and "W_i^T g_{i+1}" not in other.message

@@ -334,3 +334,15 @@ def test_resnet18_sizes_prediction():
     for answer, hint in wrong.items():
         feedback = check_resnet18_sizes(answer)
         assert not feedback and hint in feedback.message, (answer, feedback.message)
+
+
+def test_conv_output_size_names_a_forgotten_return():
+    def stub(size, kernel, stride, padding, dilation=1):
+        ...  # your formula: return an int
+
+    def no_return(size, kernel, stride, padding, dilation=1):
+        (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+    assert "not attempted" in check_conv_output_size(stub).message
+    feedback = check_conv_output_size(no_return)
+    assert not feedback and "`return` missing" in feedback.message

@@ -171,3 +171,31 @@ def test_each_wrong_decision_names_its_rule_and_what_the_check_measured():
     assert "(rule 4)" in bn_after and "8.17 %" in bn_after
     for message in (early, late, none, bn_after):  # a hint names the slip, not the answer
         assert "relu(F(x) + " not in message and "conv1 -> bn1" not in message
+
+
+def test_a_forgotten_return_is_named_not_taken_for_an_unanswered_cell():
+    def no_return(b, x):
+        b.relu(_branch(b, x) + _shortcut(b, x))
+
+    def plain_no_return(b, x):
+        b.relu(_branch(b, x))
+
+    for check, answer in ((check_basic_block_forward, no_return),
+                          (check_plain_forward, plain_no_return)):
+        feedback = check(answer)
+        assert not feedback.passed and "`return` missing" in feedback.message, feedback
+        assert "not attempted" not in feedback.message
+
+
+def test_a_plain_block_that_calls_downsample_is_told_it_adds_nothing():
+    feedback = check_plain_forward(lambda b, x: b.relu(_branch(b, x) + b.downsample(x)))
+    assert not feedback.passed and "(rule 3)" in feedback.message, feedback
+    assert "the shortcut is then x itself" not in feedback.message
+
+
+def test_a_relu_on_the_projection_is_named_as_a_shortcut_slip():
+    feedback = check_basic_block_forward(
+        lambda b, x: b.relu(_branch(b, x) + (x if b.downsample is None
+                                             else b.relu(b.downsample(x)))))
+    assert not feedback.passed and "your shortcut goes through a ReLU" in feedback.message
+    assert "rule 7" not in feedback.message  # not sent to look at F, which is right

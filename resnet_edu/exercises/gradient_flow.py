@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import re
 from collections.abc import Callable, Mapping
 
 import torch
@@ -19,6 +21,7 @@ from ..data import load_sample, normalize
 from ..gradients import ACTIVATION, WEIGHT, GradientNorms, drift_decades, gradient_norms
 from ..models import cifar_resnet
 from . import NotYet, close, exercise, judge_choice, judge_prediction
+from .start_here import returned_none
 
 GradNormLoop = Callable[[nn.Module, torch.Tensor, torch.Tensor], Mapping[str, float]]
 
@@ -137,6 +140,8 @@ def _run_loop(layer_grad_norms: GradNormLoop, model: nn.Module, x: torch.Tensor,
         raise NotYet(_loop_error(e, bool(backward), model)) from None
     finally:
         handle.remove()
+    if got is None:
+        raise returned_none(layer_grad_norms)
     return _as_norms(got), bool(backward)
 
 
@@ -153,7 +158,13 @@ def check_grad_norm_loop(layer_grad_norms: GradNormLoop) -> str:
     model = _seeded(20)
     oracle = gradient_norms(model, x, y)  # leaves the model as it was, no .grad written
     want = {r.layer: r.norm for r in oracle.of_kind(WEIGHT)}
+    weights_before = [p.detach().clone() for p in model.parameters()]
     got, backward_ran = _run_loop(layer_grad_norms, model, x, y)
+    if any(not torch.equal(p.detach(), w) for p, w in zip(model.parameters(), weights_before,
+                                                          strict=True)):
+        raise NotYet("your function changed the model's weights (an optimizer step?): it "
+                     "measures the gradients of the model as it comes in, and leaves its "
+                     "weights as they are")
     convs = [n for n in want if n != "fc"]
     missing, extra = [n for n in want if n not in got], [n for n in got if n not in want]
     if extra:
@@ -167,13 +178,13 @@ def check_grad_norm_loop(layer_grad_norms: GradNormLoop) -> str:
     if missing:
         raise NotYet(f"{len(missing)} of the {len(want)} conv/linear layers are missing, e.g. "
                      f"{missing[0]!r}: loop over model.named_modules()")
-    _compare(got, want, model, convs, backward_ran)
+    _compare(got, want, model, convs, backward_ran, x, y)
     again, backward_ran = _run_loop(layer_grad_norms, model, x, y)
     if all(close(again[n], 2 * want[n], rel=1e-3) for n in convs):
         raise NotYet("the first call is right, but a second call on the same model returns "
                      "twice the norms: .backward() ADDS to .grad. Call model.zero_grad() "
                      "before the forward pass")
-    _compare(again, want, model, convs, backward_ran)
+    _compare(again, want, model, convs, backward_ran, x, y)
     return (f"your loop matches gradient_norms on all {len(want)} layers of plain-20 (conv1: "
             f"{got['conv1']:.3g}, fc: {got['fc']:.3g}). From here on the notebook uses "
             "gradient_norms, which also catches the block outputs and leaves no .grad behind.")
@@ -186,11 +197,35 @@ def _module_type(model: nn.Module, name: str) -> str | None:
         return None
 
 
+def _slip_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, dict]:
+    """What two usual slips return, on a copy of the model: cross-entropy on softmax
+    probabilities, and the sum of absolute values instead of the Frobenius norm."""
+    twin = copy.deepcopy(model).train()
+    layers = {n: m for n, m in twin.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    weights = [m.weight for m in layers.values()]
+    out = {}
+    for slip, probabilities in (("softmax", True), ("l1", False)):
+        logits = twin(x)
+        loss = nn.functional.cross_entropy(logits.softmax(1) if probabilities else logits, y)
+        grads = torch.autograd.grad(loss, weights)
+        out[slip] = {n: float(g.abs().sum() if slip == "l1" else g.norm())
+                     for n, g in zip(layers, grads, strict=True)}
+    return out
+
+
 def _compare(got: dict[str, float], want: dict[str, float], model: nn.Module,
-             convs: list[str], backward_ran: bool) -> None:
+             convs: list[str], backward_ran: bool, x: torch.Tensor, y: torch.Tensor) -> None:
     """NotYet naming the first layer that differs, with the likely reason."""
     if all(close(got[n], want[n], rel=1e-3, abs_=1e-12) for n in want):
         return
+    slips = _slip_norms(model, x, y)
+    if all(close(got[n], slips["softmax"][n], rel=1e-3, abs_=1e-12) for n in want):
+        raise NotYet("your loss is the cross-entropy of the softmax probabilities: "
+                     "nn.functional.cross_entropy applies the softmax itself and wants the "
+                     "model's raw outputs (the logits)")
+    if all(close(got[n], slips["l1"][n], rel=1e-3) for n in want):
+        raise NotYet("you sum the absolute values of the gradient's entries; the Frobenius "
+                     "norm is the square root of the sum of their squares (`.norm()`)")
     if backward_ran and all(v == 0 for v in got.values()) and all(
             m.weight.grad is not None and not m.weight.grad.any() for m in _weight_layers(model)):
         raise NotYet(_ZERO_AFTER_BACKWARD.format(what="every .grad is all zeros"))
@@ -315,6 +350,8 @@ def check_weight_spread(weight_spread: Callable[[GradientNorms], float],
         raise NotYet(_spread_error(e)) from None
     except Exception as e:  # any error of the student's code: a hint, not a traceback
         raise NotYet(_spread_error(e)) from None
+    if got is None and my_spread is not Ellipsis:
+        raise returned_none(weight_spread, "your weight_spread")
     if got is None or got is Ellipsis or my_spread is Ellipsis:  # still `...`
         raise NotImplementedError
     if isinstance(got, torch.Tensor) and got.numel() == 1:
@@ -326,6 +363,8 @@ def check_weight_spread(weight_spread: Callable[[GradientNorms], float],
         raise NotYet("right size, wrong sign: take log10(largest / smallest), not the inverse")
     if close(got, max(norms) / min(norms), rel=1e-6):
         raise NotYet("that is the ratio itself; in decades it is its log10")
+    if close(got, math.log(max(norms) / min(norms)), rel=1e-6):
+        raise NotYet("that is the natural logarithm of the ratio; decades are log10")
     if close(got, math.log10(max(every) / min(every)), rel=1e-6):
         raise NotYet("your spread includes the block-output rows; use only the weight rows, "
                      "table.of_kind('weight')")
@@ -417,15 +456,18 @@ def _call_forward(forward: Callable[[nn.Module, torch.Tensor], torch.Tensor],
     except Exception as e:  # any error of the student's code: a hint, not a traceback
         error = e
     else:
-        if out is None or out is Ellipsis:  # the body is still `...`
+        if out is Ellipsis:  # the body is still `...`
             raise NotImplementedError
+        if out is None:  # the stub, or no `return`
+            raise returned_none(forward)
         return out
     with torch.no_grad():
         f_shape = tuple(block.residual_branch(x.detach().clone()).shape)
     x_shape = tuple(x.shape)
     if (f_shape != x_shape and isinstance(error, RuntimeError)
             and "size of tensor" in str(error)):
-        raise _ShapeClash(name, f_shape, x_shape) from None
+        found = re.search(r"non-singleton dimension (\d)", str(error))
+        raise _ShapeClash(name, f_shape, x_shape, int(found[1]) if found else None) from None
     raise NotYet(_forward_error(error, name, f_shape, x_shape)) from None
 
 
@@ -535,11 +577,18 @@ def _check_shortcut_forward(forward_with_shortcut: Callable[[nn.Module, torch.Te
         with torch.no_grad():
             out, expected = patched(x), reference(x)
     except _ShapeClash as e:
-        name, f_shape, x_shape = e.args
+        name, f_shape, x_shape, dim = e.args
+        still = {1: " Your addition still fails on the channels (C): option A fills the new "
+                    "channels with zeros",
+                 2: " Your addition still fails on the height (H): option A keeps every "
+                    "other row of x (the block's stride)",
+                 3: " Your addition still fails on the width (W): option A keeps every other "
+                    "column of x (the block's stride) (and if you used F.pad: its pairs start "
+                    "from the last dimension, W, then H, then C)"}.get(dim, "")
         raise NotYet(f"in {name} F(x) is {_shape(f_shape)} but x is {_shape(x_shape)}: the "
                      "first block of a stage halves H and W and doubles the channels, so x "
                      "must be brought to F(x)'s shape before the addition, with option A as "
-                     "the exercise says") from None
+                     f"the exercise says.{still}") from None
     if not torch.allclose(out, expected, rtol=1e-4, atol=1e-5):
         raise NotYet("every block checked alone is right, but the whole net differs from "
                      "ResNet-56: does your forward change the block or x in place?")

@@ -9,6 +9,7 @@ made. The global random state is left as it was.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -17,6 +18,7 @@ from ..blocks import BasicBlock, PreActBlock
 from ..models import resnet18
 from ..stacks import LinearStack, expected_rms_gain, jacobian_gains
 from . import NotYet, close, exercise, judge_choice, nontrivial_batchnorms
+from .start_here import returned_none
 
 
 def _seeded_preact_block(channels: int = 8) -> PreActBlock:
@@ -36,7 +38,15 @@ def check_make_identity(make_identity: Callable[[PreActBlock], object]) -> str:
         torch.manual_seed(2)
         x = torch.randn(4, 8, 6, 6, dtype=torch.float64) * 3  # both signs, several scales
     modules = dict(block.named_modules())
-    make_identity(block)
+    try:
+        returned = make_identity(block)
+    except RuntimeError as e:
+        if isinstance(e, NotImplementedError) or "leaf Variable that requires grad" not in str(e):
+            raise
+        raise NotYet("autograd refuses to change a weight that requires a gradient in place "
+                     "while it records operations: make the change under torch.no_grad() "
+                     "(torch.nn.init.zeros_ does that for you), and leave requires_grad as "
+                     "it is") from None
     params = dict(block.named_parameters())
     tensors = params | {n: b for n, b in block.named_buffers() if b.is_floating_point()}
     floats = sorted(n for n, t in tensors.items() if t.dtype != torch.float64)
@@ -60,6 +70,10 @@ def check_make_identity(make_identity: Callable[[PreActBlock], object]) -> str:
                      f"{f.abs().max().item():.2g}). Keep the block's layers and change one "
                      "layer's parameters in place instead, e.g. torch.nn.init.zeros_ on its "
                      "weight")
+    if not changed and not replaced and isinstance(returned, torch.nn.Module):
+        raise NotYet(f"your function returns a module ({type(returned).__name__}), but the "
+                     "block it was given is unchanged: the check uses that block, so change "
+                     "one of its layers in place (what make_identity returns is not used)")
     if not changed and not replaced:
         raise NotYet("the block is unchanged, so block(x) = x + F(x) with F(x) != 0. Which "
                      "single layer of F (see `block.residual_branch`), set to zero, makes "
@@ -69,9 +83,15 @@ def check_make_identity(make_identity: Callable[[PreActBlock], object]) -> str:
         raise NotYet(f"you changed {len(layers)} layers ({', '.join(sorted(layers))}); one is "
                      "enough, and the others should keep their values so they can still learn")
     if not torch.allclose(y, x, rtol=0, atol=1e-12):
-        raise NotYet(f"you changed {layers.pop()}, but F(x) is still not zero (max |F(x)| = "
-                     f"{f.abs().max().item():.2g}). Zeroing a layer's weight does not always "
-                     "zero its output: what does a BatchNorm with zero weight still add?")
+        layer = layers.pop()
+        if isinstance(modules.get(layer), torch.nn.BatchNorm2d):
+            why = ("Zeroing a layer's weight does not always zero its output: what does a "
+                   "BatchNorm with zero weight still add?")
+        else:
+            why = (f"{layer} now outputs 0, but the layers after it need not map 0 to 0: "
+                   "follow a zero through them (what does a BatchNorm add to its input?)")
+        raise NotYet(f"you changed {layer}, but F(x) is still not zero (max |F(x)| = "
+                     f"{f.abs().max().item():.2g}). {why}")
     layer = layers.pop()
     frozen = sorted(n for n, p in block.named_parameters() if not p.requires_grad)
     if frozen:
@@ -112,8 +132,11 @@ def check_shortcut_parameters(total: object) -> str:
     """Exercise 3: how many parameters do all the shortcuts of ResNet-18 hold together?"""
     if total is Ellipsis:
         raise NotYet("fill in resnet18_shortcuts with a number (replace the `...`)")
-    if isinstance(total, bool) or not isinstance(total, int):
+    if isinstance(total, torch.Tensor) and total.numel() == 1 and not total.is_floating_point():
+        total = total.item()
+    if isinstance(total, bool) or not isinstance(total, numbers.Integral):
         raise NotYet(f"resnet18_shortcuts should be a whole number of parameters, got {total!r}")
+    total = int(total)
     with torch.random.fork_rng(devices=[]):  # building the net draws its initial weights
         model = resnet18()
     blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
@@ -138,6 +161,13 @@ def check_shortcut_parameters(total: object) -> str:
         raise NotYet("layer1's first block keeps 64 channels at stride 1, so its shortcut "
                      "is the identity: ResNet-18 projects only where a stage starts with "
                      "stride 2 and more channels")
+    if total == want + sum(2 * b.planes for b in projecting):
+        raise NotYet("you counted each BatchNorm's running mean and variance too: those are "
+                     "buffers, statistics it keeps, not parameters that training learns; "
+                     "count_parameters and model.parameters() leave them out")
+    if total == want + sum(b.planes for b in projecting):
+        raise NotYet("the 1x1 convolutions of the shortcuts have no bias (bias=False: the "
+                     "BatchNorm after each one would cancel it)")
     if total in every_block:
         raise NotYet("only the first block of layer2, layer3 and layer4 changes the shape; "
                      "the other blocks add x itself, which needs no weights")
@@ -192,8 +222,17 @@ def check_predict_gradient(
     for name, wrong in _wrong_gradients(weights, g_top).items():
         if torch.allclose(got, wrong, rtol=1e-6, atol=1e-9):
             raise NotYet(hints[name])
+    if torch.allclose(got, g_top, rtol=1e-6, atol=1e-9):
+        raise NotYet("that is g_L itself, only the term that skips every block: the blocks' "
+                     "W_i add their own terms on the way down")
+    first_order = g_top + sum(w.T @ g_top for w in weights)
+    if torch.allclose(got, first_order, rtol=1e-6, atol=1e-9):
+        raise NotYet("you added one W_i^T g_L per block, but the blocks' factors multiply: the "
+                     "gradient that reaches block i has already passed the blocks above it, "
+                     "so products such as W_i^T W_j^T g_L appear too")
     raise NotYet(f"max |yours - autograd| = {(got - want).abs().max().item():.2g}; apply the "
-                 "chain rule one block at a time, from the top: g_i = g_{i+1} + W_i^T g_{i+1}")
+                 "chain rule one block at a time, from the top: multiply the gradient by the "
+                 "transpose of each block's Jacobian")
 
 
 @exercise
@@ -249,6 +288,24 @@ def check_gain_prediction(guess: object, scale: float = 1.5, depth: int = 50) ->
     return judge_choice(guess, right, GAIN_OPTIONS, what=what, why=why)
 
 
+def _autograd_hint(e: RuntimeError) -> str:
+    """Exercise 2's usual autograd errors, in the notebook's words."""
+    msg = str(e)
+    if "does not require grad" in msg:
+        return ("autograd can only differentiate with respect to a tensor it has watched: x "
+                "arrives without requires_grad, so make a copy that requires a gradient "
+                "before you run F on it, and differentiate with respect to that copy")
+    if "implicitly created only for scalar outputs" in msg:
+        return ("F(x) is a tensor, not a single number, so autograd needs the vector to "
+                "multiply the Jacobian with: that is what grad_outputs is for")
+    if "backward through the graph a second time" in msg:
+        return "you back-propagated through F's graph twice: one vector-Jacobian product is enough"
+    first = msg.splitlines()[0] if msg else ""
+    return (f"your function stopped with an error (RuntimeError: {first}). The steps: a copy "
+            "of x that requires a gradient, F(x) = block.residual_branch(x), one "
+            "torch.autograd.grad with grad_outputs=g, then the shortcut's term")
+
+
 @exercise
 def check_block_gradient(
     block_gradient: Callable[[PreActBlock, torch.Tensor, torch.Tensor], torch.Tensor]) -> str:
@@ -266,9 +323,23 @@ def check_block_gradient(
                      "shortcut's term yourself")
 
     block.forward = whole_block  # the student's code gets F, not the whole block
-    got = block_gradient(block, x.clone(), g.clone())
+    try:
+        got = block_gradient(block, x.clone(), g.clone())
+    except NotImplementedError:  # the stub (a RuntimeError too)
+        raise
+    except RuntimeError as e:
+        raise NotYet(_autograd_hint(e)) from None
+    except TypeError as e:
+        if "'tuple'" not in str(e):
+            raise
+        raise NotYet("torch.autograd.grad returns a tuple, one gradient per input you asked "
+                     "for: take its element (`(through_f,) = torch.autograd.grad(...)`)") \
+            from None
     if got is None:
-        raise NotImplementedError
+        raise returned_none(block_gradient)
+    if isinstance(got, tuple):
+        raise NotYet("you return a tuple: torch.autograd.grad returns one gradient per input "
+                     "you asked for, in a tuple; return a tensor shaped like x")
     if not isinstance(got, torch.Tensor):
         raise NotYet(f"return a tensor shaped like x, got {type(got).__name__}")
     if got.shape != want.shape:

@@ -15,6 +15,9 @@ was.
 
 from __future__ import annotations
 
+import ast
+import inspect
+import textwrap
 from collections.abc import Callable
 
 import torch
@@ -45,6 +48,42 @@ def check_degradation_prediction(guess: object) -> str:
            f"{higher} at {100 * final[higher]:.1f} %.")
     return judge_choice(guess, lower, PLAIN_NETS,
                         what="the plain net with the lower training error", why=why)
+
+
+def unanswered(fn: object) -> bool:
+    """Whether `fn`'s body is still the notebook's stub (`...`, `pass` or `raise
+    NotImplementedError`, after an optional docstring). Where its source cannot be read, a
+    function that returns None counts as unanswered, as before."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))  # type: ignore[arg-type]
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return True
+    defs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    if not defs:  # a lambda, or a definition the source lines do not show: not the stub
+        return False
+    body = list(defs[0].body)
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        body = body[1:]  # the docstring
+    def stub(node: ast.stmt) -> bool:
+        if isinstance(node, ast.Pass):
+            return True
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            return node.value.value is Ellipsis
+        if isinstance(node, ast.Raise):
+            exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+            return isinstance(exc, ast.Name) and exc.id == "NotImplementedError"
+        return False
+    return all(stub(node) for node in body)
+
+
+def returned_none(fn: object, what: str = "your function") -> Exception:
+    """What a check raises when the student's function returned None: "not attempted"
+    while the body is still the stub, else a hint that the `return` is missing."""
+    if unanswered(fn):
+        return NotImplementedError()
+    return NotYet(f"{what} returns None: it computes something, but the result never leaves "
+                  "the function. Is the `return` missing?")
 
 
 # --- the forward passes --------------------------------------------------------------------
@@ -122,6 +161,7 @@ def _residual_slips(b: BasicBlock, x: torch.Tensor) -> dict[str, torch.Tensor]:
               "added_before_bn2": relu(b.bn2(b.conv2(relu(b.bn1(b.conv1(x)))) + s))}
     if b.downsample is not None:
         slips["projection_without_bn"] = relu(f + b.downsample[0](x))
+        slips["relu_on_shortcut"] = relu(f + relu(s))
     elif b.inplanes == b.planes:  # pre-activation order: BN-ReLU-conv, twice
         slips["preact_order"] = b.conv2(relu(b.bn2(b.conv1(relu(b.bn1(x)))))) + x
     return slips
@@ -153,6 +193,8 @@ SLIP_HINTS = BRANCH_HINTS | {
                "added to F(x) (rule 3; the shortcut comes in the next exercise)",
     "projection_without_bn": "the shortcut of this block is `block.downsample`, a 1x1 conv "
                              "and its BatchNorm: call block.downsample(x), not only its conv",
+    "relu_on_shortcut": "F(x) is right, but your shortcut goes through a ReLU: the shortcut is "
+                        "block.downsample(x) as it is, with no activation of its own",
     "preact_order": "that is the pre-activation order of He et al. 2016 (BN-ReLU-conv, "
                     "nothing after the addition); F here is your plain block's layers in "
                     "their order, conv first (rule 7)",
@@ -242,8 +284,8 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
 def _run(answer: Forward, block: BasicBlock, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         got = answer(block, x.clone())  # a clone: an in-place ReLU on x must not leak out
-    if got is None:
-        raise NotImplementedError  # a body of `...` returns None: not attempted yet
+    if got is None:  # a body of `...` returns None: not attempted yet, or no `return`
+        raise returned_none(answer)
     if not isinstance(got, torch.Tensor):
         raise NotYet(f"return the block's output as a tensor, got {type(got).__name__}")
     return got
@@ -280,6 +322,9 @@ def _compare(answer: Forward, residual: bool) -> str:
                 raise hint from None
             except TypeError as e:
                 if "'NoneType' object is not callable" in str(e) and yours.downsample is None:
+                    if not residual:
+                        raise NotYet(f"{name} has block.downsample = None: a plain block has "
+                                     "no shortcut, so nothing is added (rule 3)") from None
                     raise NotYet(f"{name} has block.downsample = None (x and F(x) have the "
                                  "same shape): the shortcut is then x itself") from None
                 raise

@@ -117,13 +117,33 @@ def seed_everything(seed: int = 0) -> None:
 
 
 def device_name(device: torch.device | None = None) -> str:
-    """A human-readable name for the device, e.g. 'NVIDIA H100' or 'CPU (8 threads)'."""
+    """A human-readable name for the device, e.g. 'NVIDIA H100' or
+    'CPU: AMD EPYC (bf16: AVX512-BF16), 2 threads'."""
     device = device or default_device()
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     if device.type == "mps":
         return "Apple GPU (MPS)"
-    return f"CPU: {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+    return f"CPU: {cpu_description()}, {torch.get_num_threads()} threads"
+
+
+def cpu_description(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The CPU's model and what it has for bf16, e.g. 'AMD EPYC (bf16: AVX512-BF16)': a CPU
+    figure depends on both (bf16 autocast runs where it is native, float32 elsewhere)."""
+    model = ""
+    try:
+        with open(cpuinfo) as f:  # Linux; elsewhere the platform's name
+            model = next((line.split(":", 1)[1].strip() for line in f
+                          if line.startswith("model name")), "")
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine()
+    flags = _cpu_flags(cpuinfo)
+    if not flags:
+        return model
+    native = [name for flag, name in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16"))
+              if flag in flags]
+    return f"{model} (bf16: {' and '.join(native) if native else 'not native, float32'})"
 
 
 def environment_report() -> dict[str, str]:

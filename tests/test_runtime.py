@@ -141,3 +141,17 @@ def test_gradient_norms_unchanged_by_the_cpu_detour(monkeypatch):
 
 def test_runtime_exports_what_the_recipe_uses():
     assert recipe.cuda_has_native_bf16 is runtime.cuda_has_native_bf16
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ("fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile", "Intel Xeon X (bf16: AMX and AVX512-BF16)"),
+    ("fpu avx2 avx512f avx512_bf16", "Intel Xeon X (bf16: AVX512-BF16)"),
+    ("fpu avx2", "Intel Xeon X (bf16: not native, float32)"),
+])
+def test_the_cpu_description_names_the_model_and_its_bf16(tmp_path, flags, expected):
+    from resnet_edu.runtime import cpu_description
+
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nmodel name\t: Intel Xeon X\nflags\t\t: {flags}\n")
+    assert cpu_description(info) == expected
+    assert cpu_description(tmp_path / "absent")  # no /proc: the platform's name, not empty

@@ -130,3 +130,16 @@ def nontrivial_batchnorms(module: nn.Module, spread: float, running_var: bool = 
             m.running_mean.normal_(0, spread)
             if running_var:
                 m.running_var.uniform_(0.5, 2.0)
+
+
+def names_used(fn: Callable) -> set[str]:
+    """The global names, attributes and enclosing names `fn`'s code reads, with its nested
+    functions': how a check tells an answer that calls the library's own (a wrapper) apart."""
+    names, stack = set(), [getattr(fn, "__code__", None)]
+    while stack:
+        code = stack.pop()
+        if code is None:
+            continue
+        names.update(code.co_names, code.co_freevars)
+        stack.extend(c for c in code.co_consts if hasattr(c, "co_names"))
+    return names

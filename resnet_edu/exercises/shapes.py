@@ -15,7 +15,7 @@ from torch import nn
 from ..blocks import BasicBlock
 from ..shapes import conv_output_size
 from ..shortcuts import needs_projection
-from . import NotYet, exercise
+from . import NotYet, exercise, names_used
 from .start_here import returned_none
 
 # Exercise 3: a BasicBlock(64, 128, stride=2) whose two 3x3 convs have padding 0 receives a
@@ -460,18 +460,6 @@ _LIBRARY_SHORTCUTS = ("make_downsample", "ZeroPadShortcut", "BasicBlock", "Bottl
                       "downsample")
 
 
-def _names_used(fn: Callable) -> set[str]:
-    """The global names and attributes `fn`'s code reads, with its nested functions'."""
-    names, stack = set(), [getattr(fn, "__code__", None)]
-    while stack:
-        code = stack.pop()
-        if code is None:
-            continue
-        names.update(code.co_names, code.co_freevars)
-        stack.extend(c for c in code.co_consts if hasattr(c, "co_names"))
-    return names
-
-
 def _wrapped_library(fn: Callable) -> str | None:
     """The ready-made shortcut `fn` calls (the library's, or a network's `downsample`)."""
     from .. import blocks, shortcuts
@@ -480,7 +468,7 @@ def _wrapped_library(fn: Callable) -> str | None:
         id(getattr(blocks, n, None)) for n in _LIBRARY_SHORTCUTS}
     ours.discard(id(None))
     scope = getattr(fn, "__globals__", {})
-    for name in sorted(_names_used(fn)):
+    for name in sorted(names_used(fn)):
         if name in scope:
             if id(scope[name]) in ours:
                 return name

@@ -18,7 +18,7 @@ from ..data import load_sample
 from ..live import smoothed_loss_floor
 from ..recipe import TrainConfig, build_model, lr_at, param_groups, preset, train_resolution
 from ..train import fit, lr_schedule, make_parts, training_images
-from . import NotYet, close, exercise, one_thread, require_prediction
+from . import NotYet, close, exercise, names_used, one_thread, require_prediction
 from .bug_hunt import called_from_library, raised_in_library
 
 
@@ -199,7 +199,7 @@ def check_split_parameters(fn: Callable[[nn.Module], tuple[list, list]]) -> str:
     weights decayed; BatchNorm scales and shifts and every bias not (as `param_groups`).
     Checked on a width-4 ResNet-18 and on a small Sequential; a function that calls the
     trainer's `param_groups` is refused."""
-    if "param_groups" in _names_used(fn):
+    if "param_groups" in names_used(fn):
         raise NotYet("your function calls param_groups, the trainer's own split: the "
                      "exercise is to decide, kind by kind, which parameters get decay.")
     decay, no_decay = _judge_split(fn, _small_model(), "")
@@ -212,18 +212,6 @@ def check_split_parameters(fn: Callable[[nn.Module], tuple[list, list]]) -> str:
     return (f"{decay} weight tensors decayed (conv kernels, the shortcuts' 1x1 kernels, the "
             f"linear matrix), {no_decay} not (BatchNorm scales and shifts, biases), on both "
             "nets: the trainer's split.")
-
-
-def _names_used(fn: Callable) -> set[str]:
-    """The global and enclosing names `fn`'s code reads, with its nested functions'."""
-    names, stack = set(), [getattr(fn, "__code__", None)]
-    while stack:
-        code = stack.pop()
-        if code is None:
-            continue
-        names.update(code.co_names, code.co_freevars)
-        stack.extend(c for c in code.co_consts if hasattr(c, "co_names"))
-    return names
 
 
 # the schedules the one-cycle check compares, step by step: (total_steps, peak_lr, warm-up
@@ -313,7 +301,7 @@ def check_one_cycle(fn: Callable[[int, int, float, float], float]) -> str:
     """Exercise 3: `fn(step, total_steps, peak_lr, warmup_fraction)` -> the one-cycle lr,
     written out (a function that calls the library's `lr_at` is refused). Compared at every
     step of `ONE_CYCLE_CASES`; a wrong schedule is told which rule it breaks."""
-    if "lr_at" in _names_used(fn):
+    if "lr_at" in names_used(fn):
         raise NotYet("your function calls lr_at, the library's own schedule: the exercise is "
                      "to write the rule yourself, from the description above.")
     for total, peak, warmup in ONE_CYCLE_CASES:

@@ -11,7 +11,10 @@ decorator turns both outcomes, and any error the student's own code raises, into
 
 from __future__ import annotations
 
+import ast
 import functools
+import inspect
+import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -143,3 +146,39 @@ def names_used(fn: Callable) -> set[str]:
         names.update(code.co_names, code.co_freevars)
         stack.extend(c for c in code.co_consts if hasattr(c, "co_names"))
     return names
+
+
+def unanswered(fn: object) -> bool:
+    """Whether `fn`'s body is still the notebook's stub (`...`, `pass` or `raise
+    NotImplementedError`, after an optional docstring). Where its source cannot be read, a
+    function that returns None counts as unanswered, as before."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))  # type: ignore[arg-type]
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return True
+    defs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    if not defs:  # a lambda, or a definition the source lines do not show: not the stub
+        return False
+    body = list(defs[0].body)
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        body = body[1:]  # the docstring
+    def stub(node: ast.stmt) -> bool:
+        if isinstance(node, ast.Pass):
+            return True
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            return node.value.value is Ellipsis
+        if isinstance(node, ast.Raise):
+            exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+            return isinstance(exc, ast.Name) and exc.id == "NotImplementedError"
+        return False
+    return all(stub(node) for node in body)
+
+
+def returned_none(fn: object, what: str = "your function") -> Exception:
+    """What a check raises when the student's function returned None: "not attempted"
+    while the body is still the stub, else a hint that the `return` is missing."""
+    if unanswered(fn):
+        return NotImplementedError()
+    return NotYet(f"{what} returns None: it computes something, but the result never leaves "
+                  "the function. Is the `return` missing?")

@@ -334,6 +334,20 @@ def find_python(version: str) -> str | None:
     return None
 
 
+FULL_DATA = {"cifar10", "cifar-10-batches-py", "cifar-10-python.tar.gz"}  # as in .gitignore
+
+
+def not_sources(folder: str, names: list[str]) -> set[str]:
+    """For `shutil.copytree(ROOT, ..., ignore=not_sources)`: what a clean checkout would not
+    hold (the environments, build leftovers, a full CIFAR-10 in data/), so that a wheel is
+    built from the sources alone."""
+    import shutil
+
+    skip = shutil.ignore_patterns(".git", ".venv*", "runs", "build", "dist", "*.egg-info",
+                                  "__pycache__", ".*_cache", ".ipynb_checkpoints")(folder, names)
+    return skip | (FULL_DATA & set(names) if Path(folder) == ROOT / "data" else set())
+
+
 def setup_colab() -> Path:
     """Create .venv-colab with Colab's Python and its pinned stack, unless already up to date,
     then install the project's freshly built wheel beside the pins without changing them.
@@ -363,14 +377,6 @@ def setup_colab() -> Path:
         stamp.write_text(fingerprint)
     with tempfile.TemporaryDirectory() as tmp:  # the wheel, built from a copy of the sources
         source = Path(tmp) / "src"
-        leftovers = shutil.ignore_patterns(".git", ".venv*", "runs", "build", "dist",
-                                           "*.egg-info", "__pycache__", ".*_cache")
-        full_data = {"cifar10", "cifar-10-batches-py", "cifar-10-python.tar.gz"}  # .gitignore's
-
-        def not_sources(folder: str, names: list[str]) -> set[str]:
-            skip = leftovers(folder, names)
-            return skip | (full_data & set(names) if Path(folder) == ROOT / "data" else set())
-
         shutil.copytree(ROOT, source, ignore=not_sources)
         subprocess.run([*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
                         f"{tmp}/wheels", str(source)], check=True)

@@ -19,15 +19,6 @@ from pathlib import Path
 import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
-_BUILD_LEFTOVERS = shutil.ignore_patterns(".git", ".venv", "runs", "build", "dist", "*.egg-info",
-                                          "__pycache__", ".*_cache", ".ipynb_checkpoints")
-FULL_DATA = {"cifar10", "cifar-10-batches-py", "cifar-10-python.tar.gz"}  # as in .gitignore
-
-
-def _not_sources(folder: str, names: list[str]) -> set[str]:
-    """What a clean checkout would not hold: venv, build leftovers, a full CIFAR-10 in data/."""
-    skip = _BUILD_LEFTOVERS(folder, names)
-    return skip | (FULL_DATA & set(names) if Path(folder) == ROOT / "data" else set())
 CHECK = """\
 import os
 from pathlib import Path
@@ -66,10 +57,10 @@ def _files(folder: Path) -> set[Path]:
             if p.is_file() and "__pycache__" not in p.parts}
 
 
-def test_notebooks_run_from_the_installed_wheel(tmp_path):
+def test_notebooks_run_from_the_installed_wheel(tmp_path, tasks):
     source, wheels, target, run, cache = (tmp_path / d for d in
                                           ("src", "wheels", "target", "notebooks", "cache"))
-    shutil.copytree(ROOT, source, ignore=_not_sources)
+    shutil.copytree(ROOT, source, ignore=tasks.not_sources)  # the sources alone
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     _run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(wheels),
           str(source)])

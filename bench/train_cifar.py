@@ -19,10 +19,13 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from idle import LoadGuard
+
 from resnet_edu.data import load_cifar10
 from resnet_edu.models import count_parameters
 from resnet_edu.recipe import PRESETS, TrainConfig, build_model, preset
-from resnet_edu.runtime import device_name, environment_report, seed_everything
+from resnet_edu.runtime import cpu_description, device_name, environment_report, seed_everything
 from resnet_edu.train import fit
 
 THRESHOLDS = (0.90, 0.93, 0.94, 0.95)
@@ -68,9 +71,23 @@ def main() -> int:
     p.add_argument("--run-dir", default=None, help="keep checkpoint and history here")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override any TrainConfig field, e.g. --set lr=0.2 (repeatable)")
+    p.add_argument("--allow-busy", action="store_true",
+                   help="write the JSON even if other programs used the CPU (it says so)")
     args = p.parse_args()
+    with LoadGuard() as guard:
+        line = run(args)
+    guard.check(args.allow_busy)
+    line["machine_load"] = guard.report(args.allow_busy)
+    text = json.dumps(line)
+    print(text)
+    if args.out_json:
+        with open(Path(args.out_json), "a") as f:
+            f.write(text + "\n")
+    return 0
 
-    load_before = os.getloadavg()[0]  # wall times mean little without what else was running
+
+def run(args: argparse.Namespace) -> dict:
+    """Train the preset as `args` say; return the JSON line's figures."""
     t0 = time.perf_counter()
     data = load_cifar10(args.data_dir)
     load_time = time.perf_counter() - t0
@@ -90,6 +107,7 @@ def main() -> int:
     line = {
         "preset": config.name,
         "hardware": f"{device_name()}; {os.cpu_count()} CPUs visible",
+        "cpu": cpu_description(),
         "torch": env["torch"],
         "parameters": count_parameters(model),
         "epochs": history.config["epochs"],
@@ -107,15 +125,8 @@ def main() -> int:
         "final_val_acc": round(last["val_acc"], 4),
         "images_per_s": round(history.images_per_s(), 1),
         "command": " ".join(["python", *sys.argv]),
-        "load_average_1min": {"before": round(load_before, 2),
-                              "after": round(os.getloadavg()[0], 2)},
     }
-    text = json.dumps(line)
-    print(text)
-    if args.out_json:
-        with open(Path(args.out_json), "a") as f:
-            f.write(text + "\n")
-    return 0
+    return line
 
 
 if __name__ == "__main__":

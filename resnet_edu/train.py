@@ -35,7 +35,7 @@ import itertools
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,10 +102,12 @@ def fit(model: nn.Module, data: Cifar10, config: TrainConfig, *,
         out_dir: str | Path | None = None, device: torch.device | str | None = None,
         resume: bool = True, eval_splits: Sequence[str] = ("val",), progress: bool = True,
         verbose: bool = True, budget_used_s: float = 0.0,
-        callbacks: Iterable[Callable[[History], None]] = ()) -> History:
+        callbacks: Iterable[Callable[[History], None]] = (),
+        eval_sets: Mapping[str, ImageSet] | None = None) -> History:
     """Train `model` on `data.train` with the recipe `config`; return the per-epoch history.
 
-    After each epoch: evaluate the `eval_splits` ('val', 'test', 'train'), append a record,
+    After each epoch: evaluate the `eval_splits` ('val', 'test', 'train') and the named
+    `eval_sets` (e.g. a fixed subset of the training images, in eval mode), append a record,
     call each callback with the history, and (if `out_dir`) write `history.json` and
     `checkpoint.pt`. With `resume` and a checkpoint in `out_dir`, training continues from it
     (a finished run returns at once); a checkpoint of another recipe or other data is
@@ -127,7 +129,13 @@ def fit(model: nn.Module, data: Cifar10, config: TrainConfig, *,
             raise ValueError(f"eval_splits names {split!r}, but data.{split} has no images: "
                              "leave it out of eval_splits")
     device = default_device() if device is None else check_device(device)
-    run = dict(device=device, resume=resume, eval_splits=eval_splits, progress=progress,
+    evals = {split: getattr(data, split) for split in eval_splits}
+    for name, images in (eval_sets or {}).items():
+        if name in evals or not isinstance(images, ImageSet) or len(images) == 0:
+            raise ValueError(f"eval_sets must map new names to non-empty ImageSets, got "
+                             f"{name!r}: {type(images).__name__}")
+        evals[name] = images
+    run = dict(device=device, resume=resume, eval_splits=evals, progress=progress,
                verbose=verbose, callbacks=callbacks, budget_used_s=budget_used_s)
     if out_dir is None:
         return _fit(model, data, config, out_dir=None, **run)
@@ -267,7 +275,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
 
 
 def _fit(model: nn.Module, data: Cifar10, config: TrainConfig, *, out_dir: Path | None,
-         device: torch.device, resume: bool, eval_splits: Sequence[str], progress: bool,
+         device: torch.device, resume: bool, eval_splits: Mapping[str, ImageSet], progress: bool,
          verbose: bool, callbacks: Iterable[Callable[[History], None]],
          budget_used_s: float) -> History:
     clock_start = budget.clock() - budget_used_s  # the command's start, on the budget's clock
@@ -321,9 +329,9 @@ def _replan(planner: Planner, state: RunState, parts: Parts, scheduler: Any,
 
 
 def _epoch(parts: Parts, state: RunState, scheduler: torch.optim.lr_scheduler.LRScheduler,
-           guard: DivergenceGuard, bar: Any, data: Cifar10, eval_splits: Sequence[str],
+           guard: DivergenceGuard, bar: Any, data: Cifar10, eval_splits: Mapping[str, ImageSet],
            planner: Planner | None) -> dict[str, float]:
-    """Train one epoch of the run, evaluate the `eval_splits`, and return its record."""
+    """Train one epoch of the run, evaluate the named image sets, and return its record."""
     t0 = time.perf_counter()
     parts.loader.set_epoch(state.epoch)
     parts.loader.size = train_resolution(state.epoch, state.run)
@@ -339,8 +347,8 @@ def _epoch(parts: Parts, state: RunState, scheduler: torch.optim.lr_scheduler.LR
     prior = state.history.last
     record = {"epoch": state.epoch + 1, "lr": stats["lr"], "resolution": parts.loader.size,
               "train_loss": stats["train_loss"], "train_acc": stats["train_acc"]}
-    for split in eval_splits:
-        result = evaluate(parts.model, getattr(data, split), tta=state.config.tta,
+    for split, images in eval_splits.items():
+        result = evaluate(parts.model, images, tta=state.config.tta,
                           **eval_settings(state.config, parts.device))
         record.update({f"{split}_{k}": v for k, v in result.items()})
     parts.model.train()
@@ -359,7 +367,7 @@ def _print_epoch(record: dict[str, float], epochs: int) -> None:
 
 
 def _planner(model: nn.Module, data: Cifar10, train_set: ImageSet, config: TrainConfig,
-             parts: Parts, eval_splits: Sequence[str], clock_start: float) -> Planner:
+             parts: Parts, eval_splits: Mapping[str, ImageSet], clock_start: float) -> Planner:
     """Measure this machine on a throwaway copy of the model, built as the run's parts are,
     and return the planner of the run's epochs."""
     probe = make_parts(copy.deepcopy(model), train_set, config, parts.device)
@@ -369,8 +377,8 @@ def _planner(model: nn.Module, data: Cifar10, train_set: ImageSet, config: Train
         probe.loader.size = size
         return iter(probe.loader)
 
-    eval_set = getattr(data, eval_splits[0]) if eval_splits else train_set
-    eval_images = sum(len(getattr(data, split)) for split in eval_splits)
+    eval_set = next(iter(eval_splits.values()), train_set)
+    eval_images = sum(len(images) for images in eval_splits.values())
     speed = measure_speed(
         lambda x, y: train_step(probe.forward, probe.optimizer, probe.scaler, probe.criterion,
                                 x, y, probe.device, probe.dtype),

@@ -285,3 +285,23 @@ def test_label_smoothing_floor_is_the_entropy_of_the_smoothed_target():
     best = nn.functional.cross_entropy(target.log(), torch.tensor([0]), label_smoothing=eps)
     assert smoothed_loss_floor(eps, k) == pytest.approx(best.item(), rel=1e-6)
     assert smoothed_loss_floor(0.0, k) == 0.0
+
+
+def test_named_eval_sets_are_evaluated_after_every_epoch_like_the_splits(sample):
+    """A fixed subset of training images, measured in eval mode after each epoch (the family's
+    train error), gives what `evaluate` gives on the same images and the final weights."""
+    from resnet_edu.train import eval_settings
+
+    fixed = sample.train.subset(slice(0, 300))
+    model = _tiny_model()
+    history = fit(model, sample, TINY, device=torch.device("cpu"), progress=False,
+                  verbose=False, eval_splits=("val",), eval_sets={"train_fixed": fixed})
+    assert all("train_fixed_acc" in e and "val_acc" in e for e in history.epochs)
+    again = evaluate(model, fixed, tta=True, **eval_settings(TINY, torch.device("cpu")))
+    assert again["acc"] == history.last["train_fixed_acc"]
+    assert again["loss"] == pytest.approx(history.last["train_fixed_loss"], rel=1e-6)
+    with pytest.raises(ValueError, match=r"eval_sets must map new names to non-empty ImageSets, "
+                                         r"got 'val'"):
+        fit(_tiny_model(), sample, TINY, eval_sets={"val": fixed})
+    with pytest.raises(ValueError, match="got 'empty': ImageSet"):
+        fit(_tiny_model(), sample, TINY, eval_sets={"empty": fixed.subset(slice(0, 0))})

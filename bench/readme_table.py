@@ -1,0 +1,163 @@
+"""The README's benchmark table, generated from the files in results/.
+
+    python bench/readme_table.py           # print the table
+    python bench/readme_table.py --write   # replace the table in README.md
+
+Every figure in the table is read from a results file, and the hardware is what that file
+recorded. `tests/test_readme_results.py` checks that README.md holds exactly this table, so a
+re-run that changes a result fails the tests until the README is regenerated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results"
+START, END = "<!-- benchmark table: bench/readme_table.py -->", "<!-- end of benchmark table -->"
+HEADER = "| what | command | hardware | result |\n|---|---|---|---|"
+
+
+def pct(fraction: float) -> str:
+    return f"{100 * fraction:.2f} %"
+
+
+def _read(name: str) -> dict | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _hardware(text: str, cpu: str | None = None) -> str:
+    """The recorded hardware; CPU runs without a recorded model say so."""
+    if cpu:
+        return cpu
+    return text if not text.startswith("CPU: x86_64") else f"{text} (CPU model not recorded)"
+
+
+def _load(load: dict | None) -> str:
+    if not load:
+        return "load not recorded"
+    return (f"load average {load['loadavg_before'][0]:.2f} before, "
+            f"other programs {load['other_processes_cores']} cores during")
+
+
+def cpu_preset_rows() -> list[str]:
+    path = RESULTS / "bench_cpu.jsonl"
+    runs = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    rows = []
+    for run in [r for r in runs if r["preset"] == "cpu"][-1:]:
+        what = (f"`cpu` preset, {run['epochs']} epochs" if not run.get("budget_s") else
+                f"`cpu` preset, {run['budget_s'] / 60:g}-minute budget")
+        command = f"`{run['command']}`" if "command" in run else "command not recorded"
+        rows.append(
+            f"| {what} | {command} | {_hardware(run['hardware'], run.get('cpu'))}, torch "
+            f"{run['torch'].split('+')[0]} | {pct(run['final_test_acc'])} test "
+            f"({pct(run['final_test_acc_tta'])} with flip TTA), {pct(run['final_val_acc'])} "
+            f"val, {run['epochs']} epochs in {run['wall_time_to_final_epoch_s']:.0f} s of "
+            f"training ({run['wall_time_incl_eval_s']:.0f} s with per-epoch evaluation), "
+            f"{run['images_per_s']:,.0f} images/s (`results/bench_cpu.jsonl`) |")
+    if not any(r["preset"] == "gpu" for r in runs):
+        rows.append("| `gpu` preset | `python bench/train_cifar.py --preset gpu` | not measured "
+                    "yet | no GPU run is stored |")
+    return rows
+
+
+def peer_rows() -> list[str]:
+    rows = []
+    for name in ("peer_cpu.json", "peer_gpu.json"):
+        r = _read(name)
+        if r is None:
+            continue
+        ours, theirs = r["ours"], r["classic"]
+        rows.append(
+            f"| ours against the classic recipe, same net, {r['budget_s'] / 60:g}-minute "
+            f"budget | `{r['command']}` | {r['hardware']['cpu']}, {r['hardware']['cores']} "
+            f"cores, torch {r['torch'].split('+')[0]} | ours {pct(ours['test_acc'])} test "
+            f"({pct(ours['test_acc_tta'])} with flip TTA) in {ours['wall_s']:.0f} s, "
+            f"{ours['epochs']} epochs at {ours['images_per_s']:,.0f} images/s; classic "
+            f"{pct(theirs['test_acc'])} in {theirs['wall_s']:.0f} s, {theirs['epochs']} "
+            f"epochs at {theirs['images_per_s']:,.0f} images/s; {_load(r['machine_load'])} "
+            f"(`results/{name}`) |")
+    return rows
+
+
+def degradation_rows() -> list[str]:
+    r = _read("degradation_cpu.json")
+    if r is None:
+        return []
+    errors = ", ".join(f"{name} {100 * net['train_error'][-1]:.1f} %"
+                       for name, net in r["nets"].items())
+    return [f"| degradation (notebook 02) | `{r['command']}` | {_hardware(r['hardware'])} | "
+            f"{r['note']}: final running train error {errors} "
+            f"(`results/degradation_cpu.json`) |"]
+
+
+def softmax_rows() -> list[str]:
+    r = _read("softmax_vs_ce.json")
+    if r is None:
+        return []
+    runs = "; ".join(f"{run['model']} (seed {run['seed']}): {pct(run['test_acc'])} test"
+                     for run in r["runs"])
+    return [f"| softmax + CE (notebook 05) | `{r['command']}` | "
+            f"{_hardware(r['environment']['device_name'])} | {r['data']}: {runs} "
+            f"(`results/softmax_vs_ce.json`) |"]
+
+
+def small_nets_rows() -> list[str]:
+    r = _read("small_nets.json")
+    if r is None:
+        return []
+    nets = r["nets"]
+    accs = ", ".join(f"{name} {pct(n['test_acc_fp16'])} test (val {pct(n['val_acc'])}, "
+                     f"{n['train_time_s'] / 60:.1f} min)" for name, n in nets.items())
+    commands = "; ".join(f"`{n['command']}`" for n in nets.values())
+    return [f"| small nets (notebook 06) | {commands} | {_hardware(r['hardware'])}, the "
+            f"processes side by side | {r['config']['epochs']} epochs on "
+            f"{r['data']['train_images']:,} training images: {accs} "
+            f"(`results/small_nets.json`, `weights/manifest.json`) |"]
+
+
+def family_rows() -> list[str]:
+    r = _read("family.json")
+    if r is None:
+        return []
+    nets = r["nets"]
+    cells = ", ".join(f"{name} {100 * n['train_error'][-1]:.1f} / {100 * n['test_error']:.2f} %"
+                      for name, n in nets.items())
+    hardware = "; ".join(sorted({n["hardware"] for n in nets.values()}))
+    return [f"| trained family (notebooks 00, 02, 06, 07) | `{r['commands'][0]}` | {hardware} | "
+            f"{r['config']['epochs']} epochs each on {r['data']['train_images']:,} images, "
+            f"train / test error: {cells} (`results/family.json`, `weights/manifest.json`) |"]
+
+
+def table() -> str:
+    rows = (cpu_preset_rows() + peer_rows() + family_rows() + degradation_rows()
+            + softmax_rows() + small_nets_rows())
+    return "\n".join([START, HEADER, *rows, END])
+
+
+def write(readme: Path = ROOT / "README.md") -> None:
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"{readme} has no {START} ... {END} block to replace")
+    head, rest = text.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    readme.write_text(head + table() + tail)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--write", action="store_true", help="replace the table in README.md")
+    args = p.parse_args()
+    if args.write:
+        write()
+    else:
+        print(table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,6 +7,10 @@ and, to test Colab's stack (the versions in constraints-colab.txt, in .venv-cola
 
     python3 tasks.py test-colab   # every notebook from the installed wheel, and the unit tests
 
+and, as an instructor runs the series before class (not quick; CI runs it too):
+
+    python3 tasks.py test-defaults   # every notebook under nbval at its default settings
+
 and, for contributors:
 
     python3 tasks.py notebooks [NOTEBOOK ...]   # re-run notebooks and save their outputs
@@ -158,6 +162,19 @@ def test(extra: list[str]) -> int:
         env.setdefault("OMP_NUM_THREADS", "1")
     rc |= subprocess.call([str(PY), "-m", "pytest", *workers, *extra], cwd=ROOT, env=env)
     return rc
+
+
+def test_defaults(extra: list[str]) -> int:
+    """Every notebook under nbval at its default settings, as an instructor runs the series
+    before class: quick mode off (even where CI is set), static widgets, the full data set
+    where it is in data/ or RESNET_EDU_DATA, else the shipped sample (as on CI: notebook 04
+    then trains the epochs the sample is worth, `resnet_edu.recipe.SAMPLE_EPOCHS`)."""
+    setup()
+    env = dict(os.environ, RESNET_EDU_STATIC="1", PYTHONHASHSEED="0", RESNET_EDU_QUICK="0",
+               IPYTHONDIR=str(kernel_profile(VENV)))
+    env.pop("CI", None)  # CI would switch quick mode on
+    return subprocess.call([str(PY), "-m", "pytest", "--nbval-lax", "notebooks", *extra],
+                           cwd=ROOT, env=env)
 
 
 def notebooks(paths: list[str]) -> int:
@@ -437,7 +454,8 @@ def main(argv: list[str]) -> int:
         return student(Path(argv[1]))
     if argv and argv[0] == "site" and len(argv) <= 2:
         return site(Path(argv[1]) if len(argv) == 2 else ROOT / "build" / "site")
-    if not argv or argv[0] not in {"lab", "slides", "test", "test-colab", "setup", "notebooks"}:
+    if not argv or argv[0] not in {"lab", "slides", "test", "test-colab", "test-defaults",
+                                   "setup", "notebooks"}:
         print(__doc__)
         return 2
     if argv[0] == "lab":
@@ -448,6 +466,8 @@ def main(argv: list[str]) -> int:
         return test(argv[1:])
     if argv[0] == "test-colab":
         return test_colab(argv[1:])
+    if argv[0] == "test-defaults":
+        return test_defaults(argv[1:])
     if argv[0] == "notebooks":
         return notebooks([str(Path(p).resolve()) for p in argv[1:]])
     setup()

@@ -77,6 +77,27 @@ def test_ci_runs_the_colab_stack_after_the_test_command():
     assert "python3 tasks.py test-colab" in readme and "constraints-colab.txt" in readme
 
 
+def test_ci_runs_every_notebook_at_its_default_settings_once(monkeypatch):
+    """`test-defaults` runs nbval over notebooks/ with quick mode off even where CI is set
+    (CI switches quick mode on), and .ci/run calls it after the other two."""
+    import tasks
+    from resnet_edu.runtime import quick_mode
+
+    calls = []
+    monkeypatch.setattr(tasks, "setup", lambda: None)
+    monkeypatch.setattr(tasks.subprocess, "call", lambda cmd, cwd, env: calls.append((cmd, env)))
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv("RESNET_EDU_QUICK", "1")
+    tasks.test_defaults([])
+    (command, env), = calls
+    assert command[-2:] == ["--nbval-lax", "notebooks"]
+    monkeypatch.delenv("CI")
+    monkeypatch.setenv("RESNET_EDU_QUICK", env["RESNET_EDU_QUICK"])
+    assert "CI" not in env and not quick_mode()  # what the notebooks' kernels will see
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert ci.index("tasks.py test-colab ||") < ci.index("python3 tasks.py test-defaults ||")
+
+
 def test_every_notebook_is_in_the_readme_table():
     readme = (ROOT / "README.md").read_text()
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):

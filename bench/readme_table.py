@@ -84,6 +84,49 @@ def peer_rows() -> list[str]:
     return rows
 
 
+def profile_rows() -> list[str]:
+    r = _read("profile_step_cpu.json")
+    if r is None:
+        return []
+    sizes = "; ".join(
+        f"{size} px: {row['step_ms']:.0f} ms per step of {r['batch_size']} ("
+        + ", ".join(f"{k} {100 * v:.0f} %" for k, v in row["share"].items()) + ")"
+        for size, row in r["per_crop_size"].items())
+    return [f"| one `cpu`-preset step, profiled | `{r['command']}` | {r['hardware']['cpu']}, "
+            f"{r['hardware']['cores']} cores, torch {r['torch'].split('+')[0]} | {sizes}; "
+            f"{_load(r['machine_load'])} (`results/profile_step_cpu.json`) |"]
+
+
+def sample_rows() -> list[str]:
+    r = _read("sample_epochs.json")
+    if r is None:
+        return []
+    runs = ", ".join(f"{run['epochs']} epochs {pct(run['val_acc'])}" for run in r["runs"])
+    return [f"| `cpu` preset on the shipped sample (notebook 04 without the full set) | "
+            f"`{r['command']}` | {r['hardware']['cpu']}, {r['hardware']['cores']} cores | "
+            f"validation accuracy after {runs}; notebook 04 trains {r['chosen_epochs']} "
+            f"there: {r['rule']}; {_load(r['machine_load'])}"
+            + (", recorded with --allow-busy: the accuracies of fixed-epoch runs do not depend "
+               "on the load, their seconds do" if r["machine_load"]["overridden"] else "")
+            + " (`results/sample_epochs.json`) |"]
+
+
+def ablation_rows() -> list[str]:
+    rows = []
+    for name in ("ablations_cpu.json", "ablations_gpu.json"):
+        r = _read(name)
+        if r is None:
+            continue
+        cells = "; ".join(
+            f"{variant} " + "/".join(f"{100 * run['val_acc']:.1f}" for run in runs) + " %"
+            for variant, runs in r["runs"].items())
+        rows.append(f"| the `cpu` preset minus one ingredient, {r['budget_s'] / 60:g}-minute "
+                    f"budget | `{r['command']}` | {r['hardware']['cpu']}, "
+                    f"{r['hardware']['cores']} cores | validation accuracy per seed: {cells}; "
+                    f"{_load(r['machine_load'])} (`results/{name}`) |")
+    return rows
+
+
 def degradation_rows() -> list[str]:
     r = _read("degradation_cpu.json")
     if r is None:
@@ -134,8 +177,8 @@ def family_rows() -> list[str]:
 
 
 def table() -> str:
-    rows = (cpu_preset_rows() + peer_rows() + family_rows() + degradation_rows()
-            + softmax_rows() + small_nets_rows())
+    rows = (cpu_preset_rows() + peer_rows() + ablation_rows() + profile_rows() + sample_rows()
+            + family_rows() + degradation_rows() + softmax_rows() + small_nets_rows())
     return "\n".join([START, HEADER, *rows, END])
 
 

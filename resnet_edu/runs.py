@@ -78,9 +78,12 @@ def data_identity(data: Cifar10) -> dict[str, Any]:
 def check_resume(state: dict[str, Any], config: TrainConfig, data: dict[str, Any],
                   path: Path) -> None:
     saved, now = state["config"], config.to_dict()
-    differ = sorted(k for k in now if saved.get(k) != now[k])
+    # a field the checkpoint lacks was added to TrainConfig after it was written, with a
+    # default that keeps the behaviour the run trained with
+    default = {f.name: f.default for f in dataclasses.fields(config)}
+    differ = sorted(k for k in now if saved.get(k, default[k]) != now[k])
     if differ:
-        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in differ)
+        detail = ", ".join(f"{k}: {saved.get(k, default[k])!r} -> {now[k]!r}" for k in differ)
         raise CheckpointError(f"{path} was written with a different recipe ({detail}); "
                               f"resuming would not reproduce the run: {START_OVER}")
     before = state.get("data")  # checkpoints written before data identities had none

@@ -179,7 +179,8 @@ def make_parts(model: nn.Module, train_set: ImageSet, config: TrainConfig,
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(param_groups(model, config.weight_decay), lr=config.lr,
+    optimizer = torch.optim.SGD(param_groups(model, config.weight_decay,
+                                             config.decay_norm_and_bias), lr=config.lr,
                                 momentum=config.momentum, nesterov=config.nesterov)
     scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(dtype))  # fp16 is CUDA-only
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)

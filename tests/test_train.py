@@ -15,6 +15,7 @@ from resnet_edu.evaluation import evaluate
 from resnet_edu.recipe import (
     PRESETS,
     TrainConfig,
+    build_model,
     choose_preset,
     lr_at,
     param_groups,
@@ -102,6 +103,22 @@ def test_weight_decay_skips_batchnorm_and_biases():
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
+def test_the_ablation_switches_change_what_they_name(sample):
+    """`decay_norm_and_bias` decays BN and biases too; `zero_init_residual=False` leaves the
+    last BN of each block at 1; both reach the optimizer and the model `fit` trains."""
+    from resnet_edu.train import make_parts
+
+    _, all_decay = param_groups(_tiny_model(), 5e-4, decay_norm_and_bias=True)
+    assert all_decay["weight_decay"] == 5e-4
+    config = dataclasses.replace(TINY, decay_norm_and_bias=True)
+    parts = make_parts(_tiny_model(), sample.train, config, "cpu")
+    assert [g["weight_decay"] for g in parts.optimizer.param_groups] == [5e-4, 5e-4]
+    zero, one = (build_model(dataclasses.replace(TINY, zero_init_residual=z))
+                 for z in (True, False))
+    assert torch.count_nonzero(zero.layer1[0].bn2.weight) == 0
+    assert torch.all(one.layer1[0].bn2.weight == 1)
+
+
 def test_amp_resolution_is_guarded():
     cpu = torch.device("cpu")
     native = torch.bfloat16 if cpu_has_native_bf16() else None
@@ -173,6 +190,18 @@ def test_resume_refuses_a_different_recipe(sample, tmp_path):
     with pytest.raises(ValueError, match=r"different recipe.*lr"):
         fit(_tiny_model(), sample, dataclasses.replace(TINY, epochs=1, lr=0.3),
             out_dir=tmp_path, device=torch.device("cpu"), progress=False, verbose=False)
+
+
+def test_a_checkpoint_older_than_a_config_field_resumes_with_its_default(tmp_path):
+    """A field added to TrainConfig later (absent from an older checkpoint) counts as its
+    default; a field that differs from the default is still refused."""
+    from resnet_edu.runs import check_resume
+
+    older = {"config": {k: v for k, v in TINY.to_dict().items() if k != "cutout"}}
+    data = {"fingerprint": "x"}
+    check_resume(older, TINY, data, tmp_path / "checkpoint.pt")  # cutout 0, the default
+    with pytest.raises(ValueError, match=r"different recipe \(cutout: 0 -> 8\)"):
+        check_resume(older, dataclasses.replace(TINY, cutout=8), data, tmp_path / "c.pt")
 
 
 def test_evaluate_matches_a_manual_count_and_tta_is_flip_invariant(sample):
@@ -305,3 +334,18 @@ def test_named_eval_sets_are_evaluated_after_every_epoch_like_the_splits(sample)
         fit(_tiny_model(), sample, TINY, eval_sets={"val": fixed})
     with pytest.raises(ValueError, match="got 'empty': ImageSet"):
         fit(_tiny_model(), sample, TINY, eval_sets={"empty": fixed.subset(slice(0, 0))})
+
+
+def test_the_sample_trains_the_epochs_its_validation_run_chose():
+    """Notebook 04 on the shipped sample: a budget becomes SAMPLE_EPOCHS fixed epochs, the
+    length bench/sample_epochs.py chose on the validation images (results/sample_epochs.json)."""
+    from resnet_edu.locations import load_results
+    from resnet_edu.recipe import SAMPLE_EPOCHS, on_the_sample, preset
+
+    measured = load_results("sample_epochs.json")
+    assert measured["chosen_epochs"] == SAMPLE_EPOCHS
+    assert SAMPLE_EPOCHS in [run["epochs"] for run in measured["runs"]]
+    config = on_the_sample(preset("cpu"))
+    assert (config.epochs, config.budget_s) == (SAMPLE_EPOCHS, None)
+    assert dataclasses.replace(config, epochs=16, budget_s=600.0) == preset("cpu")
+    assert on_the_sample(preset("smoke")) == preset("smoke")  # no budget: kept

@@ -130,7 +130,12 @@ def load_pretrained(name: str, path: str | Path | None = None) -> nn.Module:
     """
     model = build(name)
     if path is None:
-        entry = manifest()[name]
+        shipped_nets = manifest()
+        if name not in shipped_nets:
+            raise CheckpointError(f"no shipped weights for {name!r} yet (shipped: "
+                                  f"{sorted(shipped_nets)}); train them with "
+                                  "bench/train_family.py and pass the file as `path`")
+        entry = shipped_nets[name]
         path = weights_dir() / entry["file"]
         state = read_weights(path, entry["sha256"])
     else:

@@ -177,7 +177,7 @@ def test_damaged_or_missing_weights_are_refused_with_a_sentence(tmp_path):
     with pytest.raises(CheckpointError, match="no weights file"):
         load_pretrained("resnet20", tmp_path / "missing.pt")
     with pytest.raises(ValueError, match="name must be one of"):
-        load_pretrained("resnet56")
+        load_pretrained("resnet32")
     (tmp_path / "manifest.json").write_text(json.dumps({}))
     with pytest.raises(FileNotFoundError, match="no weights manifest"):
         manifest(tmp_path / "nowhere")
@@ -377,3 +377,12 @@ def test_wrappers_around_the_package_s_answers_are_refused():
     assert not fb.passed and "calls autocorrelation" in fb.message
     fb = check_routed_forward(lambda block, x, route: rf(block, x, route))
     assert not fb.passed and "calls routed_forward" in fb.message
+
+
+def test_a_net_without_shipped_weights_says_how_to_get_them(monkeypatch):
+    import resnet_edu.pretrained as pretrained
+
+    monkeypatch.setattr(pretrained, "manifest", lambda folder=None: {})
+    with pytest.raises(CheckpointError, match=r"no shipped weights for 'resnet56' yet .*"
+                                              r"bench/train_family\.py"):
+        pretrained.load_pretrained("resnet56")

@@ -40,6 +40,7 @@ import hashlib
 import json
 import os
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -136,12 +137,16 @@ def ship(args: argparse.Namespace, argv: list[str]) -> int:
         history = state["history"]
         loads = [json.loads(line) for line in (folder / LOADS).read_text().splitlines()]
         seconds = sum(e["epoch_time_s"] for e in history)
+        # the median epoch: a run paused (SIGSTOP) for another job, or resumed later, has a
+        # few epochs whose wall time includes the pause
+        median = statistics.median(e["epoch_time_s"] for e in history)
         made = (f"{loads[0]['command']} ({epochs} epochs on {len(data.train):,} images, "
-                f"{seconds / 60:.0f} min of training on {state['hardware']}, "
+                f"{median:.0f} s per epoch (median) on {state['hardware']}, "
                 f"torch {env['torch']}): test error {100 * (1 - test['acc']):.2f} %")
         nets[name] = {
             "builder": FAMILY[name], "parameters": count_parameters(model), "epochs": epochs,
             "hardware": state["hardware"], "train_time_s": round(seconds, 1),
+            "median_epoch_time_s": round(median, 1),
             "epoch_time_s": [round(e["epoch_time_s"], 1) for e in history],
             "train_error": [round(1 - e["train_fixed_acc"], 4) for e in history],
             "val_error": [round(1 - e["val_acc"], 4) for e in history],

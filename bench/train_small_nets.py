@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import hashlib
 import json
 import os
 import shlex
@@ -39,6 +38,9 @@ import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_family import fp16_state_dict, sha256  # the family's script ships the same way
 
 from resnet_edu.data import load_cifar10, load_sample
 from resnet_edu.evaluation import evaluate
@@ -52,16 +54,6 @@ from resnet_edu.train import fit
 PAPER_TEST_ERROR = {"resnet20": 8.75, "plain20": None, "preact20": None}
 PAPER_NOTE = ("He et al. 2015 Table 6: ResNet-20 8.75 % test error after 164 epochs; "
               "plain-20 appears only in Fig. 6 (left), not in the table")
-
-
-def fp16_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The state_dict with floating-point tensors stored as fp16 (half the bytes)."""
-    return {k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()
-            for k, v in model.state_dict().items()}
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:

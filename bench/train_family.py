@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import shlex
@@ -51,7 +50,7 @@ from resnet_edu.checkpoints import load_checkpoint
 from resnet_edu.data import load_cifar10, load_sample
 from resnet_edu.evaluation import evaluate
 from resnet_edu.models import count_parameters
-from resnet_edu.pretrained import FAMILY, build, family_recipe
+from resnet_edu.pretrained import FAMILY, build, family_recipe, sha256
 from resnet_edu.runtime import environment_report, seed_everything
 from resnet_edu.train import TrainingDiverged, fit
 
@@ -71,10 +70,6 @@ def fp16_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The state_dict with floating-point tensors stored as fp16 (half the bytes)."""
     return {k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()
             for k, v in model.state_dict().items()}
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def command_line(argv: list[str]) -> str:

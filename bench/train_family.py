@@ -50,8 +50,8 @@ from resnet_edu.checkpoints import load_checkpoint
 from resnet_edu.data import load_cifar10, load_sample
 from resnet_edu.evaluation import evaluate
 from resnet_edu.models import count_parameters
-from resnet_edu.pretrained import FAMILY, build, family_recipe, sha256
-from resnet_edu.runtime import environment_report, seed_everything
+from resnet_edu.pretrained import FAMILY, build, family_recipe, initial, sha256
+from resnet_edu.runtime import environment_report
 from resnet_edu.train import TrainingDiverged, fit
 
 TRAIN_SUBSET = 10_000  # the fixed training images whose error is measured in eval mode
@@ -87,8 +87,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
     for name in args.nets:
         folder = Path(args.out_dir) / "runs" / "family" / name
         folder.mkdir(parents=True, exist_ok=True)
-        seed_everything(config.seed)
-        model = build(name)
+        model = initial(name, config.seed)  # seeded: the same start on every machine
         before = os.getloadavg()
         t0 = time.time()
         print(f"--- {name}: {config.epochs} epochs ---", flush=True)

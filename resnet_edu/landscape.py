@@ -13,22 +13,27 @@ set the direction of BatchNorm parameters and biases to zero. Every point is eva
 BatchNorm in eval mode (its running statistics fixed), on a fixed set of images.
 
 The curvature comes from Hessian-vector products (Pearlmutter 1994: the gradient of
-g(theta) . v, with autograd), so the Hessian itself is never formed: power iteration gives
-the eigenvalue of largest magnitude, and power iteration on H - lam_max I then the other end
-of the spectrum. Li et al. report |lam_min / lam_max|: near 0 where the landscape is nearly
-convex, large where it has strong negative curvature (their Fig. 7).
+g(theta) . v, with autograd), so the Hessian itself is never formed: a few dozen Lanczos
+steps give both ends of its spectrum. Li et al. report |lam_min / lam_max|: near 0 where the
+landscape is nearly convex, large where it has strong negative curvature (their Fig. 7).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .data import ImageSet
 from .evaluation import evaluate
+from .gradients import net_colors
+from .pretrained import DISPLAY_NAMES
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 Direction = list[torch.Tensor]  # one tensor per parameter of the model, in `parameters()` order
 
@@ -130,49 +135,184 @@ def hessian_vector_product(loss_fn: Callable[[], torch.Tensor], params: Sequence
     return [h.detach() for h in torch.autograd.grad(dot, params)]
 
 
-def _power(hvp: Callable[[Direction], Direction], like: Sequence[torch.Tensor], iters: int,
-           generator: torch.Generator, shift: float = 0.0) -> float:
-    """The eigenvalue of largest magnitude of H - shift * I, by power iteration."""
-    v = [torch.randn(p.shape, generator=generator).to(p.device) for p in like]
-    eig = 0.0
-    for _ in range(iters):
-        norm = torch.sqrt(sum((x * x).sum() for x in v))
-        v = [x / norm for x in v]
-        hv = [h - shift * x for h, x in zip(hvp(v), v, strict=True)]
-        eig = float(sum((h * x).sum() for h, x in zip(hv, v, strict=True)))  # Rayleigh quotient
-        v = hv
-    return eig
+def lanczos(hvp: Callable[[Direction], Direction], like: Sequence[torch.Tensor], steps: int,
+            seed: int = 0) -> torch.Tensor:
+    """The Ritz values (ascending) of `steps` Lanczos iterations on the symmetric operator
+    `hvp`: the eigenvalues of the tridiagonal matrix that H becomes in the Krylov space of a
+    random start. Its two ends converge to H's extreme eigenvalues far sooner than power
+    iteration's (Golub & Van Loan, Sec. 10.1). Full reorthogonalization keeps the basis
+    orthogonal in floating point; the iteration stops early once the space is exhausted."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.Tensor:
+        return sum((x * y).sum() for x, y in zip(a, b, strict=True))
+
+    steps = min(steps, sum(p.numel() for p in like))  # no more directions than dimensions
+    tiny = 1e3 * torch.finfo(like[0].dtype).eps  # a residual this small (relative) is rounding
+    v = [torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device) for p in like]
+    norm = torch.sqrt(dot(v, v))
+    basis = [[x / norm for x in v]]
+    alphas, betas = [], []
+    for _ in range(steps):
+        w = hvp(basis[-1])
+        size = torch.sqrt(dot(w, w))
+        alphas.append(dot(w, basis[-1]))
+        for q in basis:  # Gram-Schmidt against every earlier vector (twice is enough)
+            for _ in range(2):
+                c = dot(w, q)
+                w = [x - c * y for x, y in zip(w, q, strict=True)]
+        beta = torch.sqrt(dot(w, w))
+        if beta <= tiny * size:
+            break  # the Krylov space is invariant: the Ritz values are exact eigenvalues
+        betas.append(beta)
+        basis.append([x / beta for x in w])
+    k = len(alphas)
+    t = torch.diag(torch.stack(alphas).double())
+    if k > 1:
+        off = torch.stack(betas[:k - 1]).double()
+        t += torch.diag(off, 1) + torch.diag(off, -1)
+    return torch.linalg.eigvalsh(t)
 
 
 def extreme_eigenvalues(loss_fn: Callable[[], torch.Tensor], params: Sequence[torch.Tensor],
-                        iters: int = 50, seed: int = 0) -> tuple[float, float]:
-    """(lam_max, lam_min) of the Hessian of `loss_fn()` at `params`: power iteration finds the
-    eigenvalue of largest magnitude; power iteration on H - that * I then finds the far end of
-    the spectrum. `iters` Hessian-vector products each."""
-    generator = torch.Generator().manual_seed(seed)
-
-    def hvp(v: Direction) -> Direction:
-        return hessian_vector_product(loss_fn, params, v)
-
-    first = _power(hvp, params, iters, generator)
-    other = _power(hvp, params, iters, generator, shift=first) + first
-    return (first, other) if first >= other else (other, first)
+                        iters: int = 30, seed: int = 0) -> tuple[float, float]:
+    """(lam_max, lam_min) of the Hessian of `loss_fn()` at `params`, from `iters` Lanczos
+    steps (one Hessian-vector product each)."""
+    ritz = lanczos(lambda v: hessian_vector_product(loss_fn, params, v), params, iters, seed)
+    return float(ritz[-1]), float(ritz[0])
 
 
-def hessian_extremes(model: nn.Module, images: ImageSet, iters: int = 20, seed: int = 0
-                     ) -> tuple[float, float]:
-    """(lam_max, lam_min) of the Hessian of the mean cross-entropy on `images` (one batch, all
-    of them, BatchNorm in eval mode) with respect to the model's parameters."""
+def hessian_extremes(model: nn.Module, images: ImageSet, iters: int = 30, seed: int = 0,
+                     batch_size: int = 250) -> tuple[float, float]:
+    """(lam_max, lam_min) of the Hessian of the mean cross-entropy on `images` (BatchNorm in
+    eval mode) with respect to the model's parameters. The product H v is summed over batches
+    of `batch_size` images, each weighted by its share, so memory does not grow with the
+    number of images."""
     from .data import normalize
 
     device = next(model.parameters()).device
-    x = normalize(images.images.to(device))
-    y = images.labels.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
+    batches = [(normalize(images.images[i:i + batch_size].to(device)),
+                images.labels[i:i + batch_size].to(device))
+               for i in range(0, len(images), batch_size)]
+
+    def hvp(v: Direction) -> Direction:
+        total = [torch.zeros_like(p) for p in params]
+        for x, y in batches:  # x: (B, 3, 32, 32), y: (B,)
+            part = hessian_vector_product(
+                lambda x=x, y=y: nn.functional.cross_entropy(model(x), y), params, v)
+            for t, h in zip(total, part, strict=True):
+                t.add_(h, alpha=len(y) / len(images))
+        return total
+
     was_training = model.training
     model.eval()
     try:
-        return extreme_eigenvalues(lambda: nn.functional.cross_entropy(model(x), y), params,
-                                   iters=iters, seed=seed)
+        ritz = lanczos(hvp, params, iters, seed)
     finally:
         model.train(was_training)
+    return float(ritz[-1]), float(ritz[0])
+
+
+# --- figures (notebook 07) -----------------------------------------------------------------
+# The contour levels of Li et al.'s plotting code (vmin 0.1, vmax 10, a level every 0.5), the
+# same for every net, so that crowded lines mean a steep landscape in every panel.
+LEVELS = tuple(round(0.1 + 0.5 * i, 2) for i in range(20))
+
+
+def _name(net: str) -> str:
+    return DISPLAY_NAMES.get(net, net)
+
+
+def plot_lines(nets: Mapping[str, Mapping[str, Any]], key: str = "random_line",
+               ax: Axes | None = None) -> Axes:
+    """The training loss along each net's 1-D line (log scale): `key` is "random_line" (a
+    filter-normalized random direction, alpha = 0 at the trained weights) or "init_line"
+    (Goodfellow et al.: alpha = 0 at the initial weights, 1 at the trained ones)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    colors = net_colors([_name(n) for n in nets])
+    for net, result in nets.items():
+        ax.plot(result[key]["alpha"], result[key]["loss"], marker=".", markersize=3,
+                color=colors[_name(net)], label=_name(net))
+    ax.set_yscale("log")
+    ax.set_ylabel("training loss (cross-entropy, log scale)")
+    if key == "init_line":
+        ax.set_xlabel(r"$\alpha$: $\theta_0 + \alpha(\theta - \theta_0)$ "
+                      "(0 = initial, 1 = trained)")
+        ax.set_title("From the initial to the trained weights (Goodfellow et al. 2015)")
+        for x in (0, 1):
+            ax.axvline(x, color="0.6", linewidth=0.8, linestyle="--")
+    else:
+        ax.set_xlabel(r"$\alpha$: $\theta + \alpha\, d$ (d filter-normalized, "
+                      "0 = trained)")
+        ax.set_title("Loss along one random filter-normalized direction (Li et al. 2018)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_contours(nets: Mapping[str, Mapping[str, Any]], levels: Sequence[float] = LEVELS,
+                  title: str | None = None) -> Any:
+    """The 2-D loss surfaces side by side, one panel per net, with the same contour levels
+    (Li et al.'s Fig. 5); the trained weights sit at (0, 0). Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(nets), figsize=(3.3 * len(nets), 3.5), squeeze=False,
+                             constrained_layout=True)
+    for ax, (net, result) in zip(axes[0], nets.items(), strict=True):
+        surface = result["grid"]
+        loss = torch.as_tensor(surface["loss"], dtype=torch.float64)
+        a, b = (torch.as_tensor(surface[k], dtype=torch.float64) for k in ("alpha", "beta"))
+        # loss[i, j] is at (alpha_i, beta_j): alpha runs along the x axis
+        drawn = ax.contour(a.numpy(), b.numpy(), loss.T.numpy(), levels=list(levels),
+                           cmap="viridis", linewidths=0.8)
+        ax.clabel(drawn, drawn.levels[::4], fontsize=6)
+        ax.plot(0, 0, marker="+", color="k")
+        ax.set_title(f"{_name(net)}: loss {float(loss.min()):.2g} to {float(loss.max()):.3g}",
+                     fontsize=9)
+        ax.set_xlabel(r"$\alpha$ (along $d_1$)")
+        ax.set_aspect("equal")
+    axes[0][0].set_ylabel(r"$\beta$ (along $d_2$)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_hessian_ratios(nets: Mapping[str, Mapping[str, Any]], ax: Axes | None = None) -> Axes:
+    """|lam_min / lam_max| of each net's Hessian at its trained weights, on a linear axis from
+    0 (as Li et al.'s Fig. 7 colours it): near 0 where the landscape is nearly convex there,
+    large where it curves down strongly."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.5))
+    names = [_name(n) for n in nets]
+    colors = net_colors(names)
+    ratios = [r["hessian"]["ratio"] for r in nets.values()]
+    bars = ax.bar(names, ratios, color=[colors[n] for n in names])
+    ax.bar_label(bars, [f"{r:.3g}" for r in ratios], fontsize=8)
+    ax.set_ylim(0, 1.15 * max([*ratios, 1e-3]))
+    ax.set_ylabel(r"$|\lambda_{min} / \lambda_{max}|$")
+    ax.set_title("Negative against positive curvature at the trained weights")
+    ax.grid(True, axis="y", alpha=0.3)
+    return ax
+
+
+def local_minima(loss: Sequence[Sequence[float]] | torch.Tensor) -> int:
+    """How many points of a 2-D loss grid lie strictly below all their neighbours (up to 8;
+    points on the edge compare with those they have): 1 for a bowl, many for a rough surface.
+    A count on a grid, so it sees only bumps wider than the grid's spacing."""
+    z = torch.as_tensor(loss, dtype=torch.float64)
+    if z.ndim != 2:
+        raise ValueError(f"expected a 2-D grid of losses, got shape {tuple(z.shape)}")
+    padded = nn.functional.pad(z[None, None], (1, 1, 1, 1), value=float("inf"))[0, 0]
+    rows, cols = z.shape
+    lowest = torch.full_like(z, float("inf"))
+    for di in (-1, 0, 1):
+        for dj in (-1, 0, 1):
+            if di or dj:
+                lowest = torch.minimum(lowest, padded[1 + di:1 + di + rows, 1 + dj:1 + dj + cols])
+    return int((z < lowest).sum())

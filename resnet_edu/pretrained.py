@@ -24,6 +24,7 @@ from .checkpoints import CheckpointError, load_weights
 from .locations import shipped
 from .models import CifarResNet, cifar_resnet
 from .recipe import TrainConfig
+from .runtime import seed_everything
 
 # name -> the keyword arguments of `cifar_resnet` that build the net (He et al. 2015/2016)
 NETS: dict[str, dict[str, Any]] = {
@@ -39,6 +40,9 @@ FAMILY: dict[str, dict[str, Any]] = {
     "plain56": {"depth": 56, "residual": False},
 }
 MANIFEST = "manifest.json"
+# how the figures and the prose name them (He et al.'s spelling)
+DISPLAY_NAMES = {"resnet20": "ResNet-20", "plain20": "plain-20", "preact20": "pre-act ResNet-20",
+                 "resnet56": "ResNet-56", "plain56": "plain-56"}
 
 
 def small_nets_recipe(epochs: int = 3, train_subset: int | None = 15000, amp: str = "auto"
@@ -78,6 +82,14 @@ def check_name(name: object) -> str:
 def build(name: str) -> CifarResNet:
     """The untrained net `name` (the architecture the shipped weights belong to)."""
     return cifar_resnet(**FAMILY[check_name(name)])
+
+
+def initial(name: str, seed: int | None = None) -> CifarResNet:
+    """Net `name` with the weights its family run starts from: built right after seeding with
+    the family recipe's seed, as `bench/train_family.py` builds it. The start of Goodfellow
+    et al.'s (2015) line from the initial to the trained weights (`resnet_edu.landscape`)."""
+    seed_everything(family_recipe().seed if seed is None else seed)
+    return build(name)
 
 
 def weights_dir() -> Path:

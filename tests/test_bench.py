@@ -82,6 +82,36 @@ def test_the_family_script_trains_resumes_and_ships_loadable_weights(tmp_path):
         assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
         build(name).load_state_dict(state)  # the architecture the manifest names
 
+    # the landscapes of two of those nets (bench/landscapes.py), from their weight files
+    from resnet_edu.data import load_sample
+    from resnet_edu.evaluation import evaluate
+    from resnet_edu.pretrained import initial, load_pretrained
+
+    land = [sys.executable, str(ROOT / "bench/landscapes.py"), "--quick", "--out-dir",
+            str(tmp_path), "--weights-dir", str(tmp_path / "weights"), "--nets", "plain56",
+            "resnet20"]
+    subprocess.run(land, check=True, capture_output=True, cwd=ROOT)
+    again = subprocess.run(land, check=True, capture_output=True, text=True, cwd=ROOT)
+    assert again.stdout.count("done before") == 2  # stored per net: not measured twice
+    stored = json.loads((tmp_path / "results/landscapes.json").read_text())
+    images = load_sample().train.subset(slice(0, stored["settings"]["images"]))
+    for name, r in stored["nets"].items():
+        trained = load_pretrained(name, tmp_path / "weights" / f"{name}.pt")
+        loss = evaluate(trained, images)["loss"]
+        assert r["trained"]["loss"] == pytest.approx(loss, rel=1e-4)
+        g = r["grid"]
+        assert g["loss"][len(g["alpha"]) // 2][len(g["beta"]) // 2] == pytest.approx(loss,
+                                                                                     rel=1e-4)
+        line = r["init_line"]  # alpha 0: the initial weights (with the trained BN statistics)
+        start = initial(name)
+        start.load_state_dict({**trained.state_dict(), **dict(start.named_parameters())})
+        at = {round(a, 3): v for a, v in zip(line["alpha"], line["loss"], strict=True)}
+        assert at[1.0] == pytest.approx(loss, rel=1e-3)
+        assert at[0.0] == pytest.approx(evaluate(start, images)["loss"], rel=1e-3)
+        h = r["hessian"]
+        assert h["lam_max"] >= h["lam_min"]
+        assert h["ratio"] == pytest.approx(abs(h["lam_min"] / h["lam_max"]), rel=1e-3)
+
 
 def test_the_readme_table_is_the_one_made_from_results():
     import readme_table

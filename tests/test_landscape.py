@@ -17,7 +17,9 @@ from resnet_edu.landscape import (
     grid,
     hessian_extremes,
     hessian_vector_product,
+    lanczos,
     line,
+    local_minima,
     moved,
 )
 from resnet_edu.models import cifar_resnet
@@ -128,3 +130,38 @@ def test_the_hessian_of_a_net_matches_a_dense_hessian_on_a_tiny_model(images):
     lam_max, lam_min = hessian_extremes(tiny, images, iters=300)
     assert lam_max == pytest.approx(eig[-1].item(), rel=1e-3)
     assert lam_min == pytest.approx(eig[0].item(), rel=1e-2, abs=1e-4)
+    # H v summed over batches of 5 images (weighted by their share) is the same Hessian
+    assert hessian_extremes(tiny, images, iters=300, batch_size=5) == pytest.approx(
+        (lam_max, lam_min), rel=1e-3, abs=1e-5)
+    assert [p.grad for p in tiny.parameters()] == [None] * 4  # no gradients left behind
+
+
+def test_lanczos_finds_both_ends_of_a_large_spectrum_in_few_products():
+    n = 400  # a spectrum from -1 to 10 with the ends well apart from the bulk
+    eigenvalues = [-1.0, *torch.linspace(-0.2, 4.0, n - 2).tolist(), 10.0]
+    a = _symmetric(eigenvalues, seed=2)
+    products = []
+
+    def hvp(v: list[torch.Tensor]) -> list[torch.Tensor]:
+        products.append(1)
+        return [a @ v[0]]
+
+    ritz = lanczos(hvp, [torch.zeros(n, dtype=torch.float64)], steps=40)
+    assert len(products) == 40 and len(ritz) == 40
+    assert ritz[-1].item() == pytest.approx(10.0, rel=1e-6)
+    assert ritz[0].item() == pytest.approx(-1.0, rel=1e-3)
+    assert torch.all(ritz[1:] >= ritz[:-1])  # ascending
+
+
+def test_local_minima_counts_a_bowl_once_and_every_dip_of_a_rough_surface():
+    axis = torch.linspace(-1, 1, 21)
+    bowl = axis[:, None] ** 2 + axis[None, :] ** 2
+    assert local_minima(bowl) == 1
+    assert local_minima(bowl.tolist()) == 1  # stored grids are lists
+    wave = torch.cos(6 * torch.pi * axis)
+    egg_crate = bowl + wave[:, None] * wave[None, :]
+    assert local_minima(egg_crate) > 10
+    corner = torch.arange(9.0).view(3, 3)  # the lowest point in a corner counts too
+    assert local_minima(corner) == 1
+    with pytest.raises(ValueError, match=r"2-D grid of losses, got shape \(3,\)"):
+        local_minima([1.0, 2.0, 3.0])

@@ -37,6 +37,7 @@ from .blocks import PreActBlock, ResidualBlock
 from .checks import check_int
 from .data import ImageSet
 from .evaluation import evaluate
+from .modes import mode
 
 ROUTES = ("both", "branch", "skip", "deleted")
 
@@ -134,12 +135,10 @@ def gradient_per_path_length(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     """
     check_int("samples", samples, low=1)
     n = len(residual_blocks(model))
-    was_training = model.training
-    model.eval()
     gen = torch.Generator().manual_seed(seed)
     x = x.detach().requires_grad_(False)
     means = []
-    try:
+    with mode(model, train=False):
         for k in range(n + 1):
             total = 0.0
             for _ in range(samples):
@@ -147,8 +146,6 @@ def gradient_per_path_length(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 with routes(model, ["branch" if i in chosen else "skip" for i in range(n)]):
                     total += _input_gradient_norm(model, x, y)
             means.append(total / samples)
-    finally:
-        model.train(was_training)
     return means
 
 
@@ -207,15 +204,12 @@ def block_input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     hooks = [b.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
              for b in blocks]
     hooks.append(blocks[-1].register_forward_hook(lambda _m, _a, out: seen.append(out)))
-    was_training = model.training
-    model.eval()
     try:
-        with routes(model, [route] * len(blocks)):
+        with mode(model, train=False), routes(model, [route] * len(blocks)):
             loss = nn.functional.cross_entropy(model(x), y)
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
     grads = torch.autograd.grad(loss, seen)
     return [float(g.norm()) for g in grads]
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from .augment import DeviceLoader
 from .data import CLASSES, ImageSet
+from .modes import mode
 from .recipe import autocast, resolve_amp
 
 
@@ -27,18 +28,16 @@ def predict(model: nn.Module, data: ImageSet, *, device: torch.device | None = N
     its mirror image's probabilities (test-time flip augmentation)."""
     device = device or next(model.parameters()).device
     dtype = resolve_amp(amp, device)
-    was_training = model.training
-    model.eval()
     out = []
     loader = DeviceLoader(data, batch_size, train=False, device=device,
                           channels_last=channels_last)
-    for x, _ in loader:  # x: (B, 3, 32, 32)
-        with autocast(device, dtype):
-            p = model(x).float().softmax(1)  # (B, classes)
-            if tta:
-                p = (p + model(x.flip(3)).float().softmax(1)) / 2
-        out.append(p.cpu())
-    model.train(was_training)
+    with mode(model, train=False):
+        for x, _ in loader:  # x: (B, 3, 32, 32)
+            with autocast(device, dtype):
+                p = model(x).float().softmax(1)  # (B, classes)
+                if tta:
+                    p = (p + model(x.flip(3)).float().softmax(1)) / 2
+            out.append(p.cpu())
     return torch.cat(out)
 
 
@@ -49,20 +48,18 @@ def evaluate(model: nn.Module, data: ImageSet, *, device: torch.device | None = 
     """Cross-entropy and accuracy on `data`; with `tta`, also `acc_tta` (flip TTA)."""
     device = device or next(model.parameters()).device
     dtype = resolve_amp(amp, device)
-    was_training = model.training
-    model.eval()
     loss = correct = correct_tta = 0.0
     loader = DeviceLoader(data, batch_size, train=False, device=device,
                           channels_last=channels_last)
-    for x, y in loader:  # x: (B, 3, 32, 32), y: (B,)
-        with autocast(device, dtype):
-            logits = model(x).float()  # (B, classes)
-            loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-            correct += (logits.argmax(1) == y).sum().item()
-            if tta:
-                p = logits.softmax(1) + model(x.flip(3)).float().softmax(1)
-                correct_tta += (p.argmax(1) == y).sum().item()
-    model.train(was_training)
+    with mode(model, train=False):
+        for x, y in loader:  # x: (B, 3, 32, 32), y: (B,)
+            with autocast(device, dtype):
+                logits = model(x).float()  # (B, classes)
+                loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+                correct += (logits.argmax(1) == y).sum().item()
+                if tta:
+                    p = logits.softmax(1) + model(x.flip(3)).float().softmax(1)
+                    correct_tta += (p.argmax(1) == y).sum().item()
     n = max(1, len(data))
     result = {"loss": loss / n, "acc": correct / n}
     if tta:

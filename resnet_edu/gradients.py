@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from .modes import mode
 from .residual import residual_block_names
 from .runtime import supports_float64
 
@@ -151,7 +152,6 @@ def gradient_norms(
     _check_inputs(model, images, labels)
     if activations and is_block is None:
         is_block = find_blocks(model, images)
-    was_training = model.training
     # BN running stats are updated by a train-mode forward: keep copies to put back
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     called: list[tuple[str, nn.Module]] = []
@@ -172,8 +172,7 @@ def gradient_norms(
                 handles.append(module.register_forward_hook(on_weight_layer))
             if activations and is_block(module):
                 handles.append(module.register_forward_hook(on_block))
-        model.train(train_mode)
-        with torch.enable_grad():
+        with mode(model, train=train_mode), torch.enable_grad():
             loss = loss_fn(model(images), labels)
             weights = [m.weight for _, m in called]
             acts = [out for _, out in outputs]
@@ -182,7 +181,6 @@ def gradient_norms(
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
         with torch.no_grad():
             for b, saved in buffers:
                 b.copy_(saved)

@@ -30,6 +30,7 @@ from torch import nn
 from .data import ImageSet
 from .evaluation import evaluate
 from .gradients import net_colors
+from .modes import mode
 from .pretrained import DISPLAY_NAMES
 
 if TYPE_CHECKING:
@@ -205,12 +206,8 @@ def hessian_extremes(model: nn.Module, images: ImageSet, iters: int = 30, seed: 
                 t.add_(h, alpha=len(y) / len(images))
         return total
 
-    was_training = model.training
-    model.eval()
-    try:
+    with mode(model, train=False):
         ritz = lanczos(hvp, params, iters, seed)
-    finally:
-        model.train(was_training)
     return float(ritz[-1]), float(ritz[0])
 
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .dataflow import tracing
+from .modes import mode
 from .residual import ResidualAdd, residual_adds
 from .shapes import Shape
 from .shortcuts import ZeroPadShortcut
@@ -159,16 +160,11 @@ def trace_shapes(model: nn.Module, input_shape: Sequence[int] = (1, 3, 224, 224)
     if len(shape) != 4 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
                               for s in shape):
         raise ValueError(f"input_shape must be 4 positive ints (B, C, H, W), got {input_shape!r}")
-    was_training = model.training
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     x = torch.zeros(shape, device=device)
-    try:
-        model.eval()
-        with torch.no_grad(), tracing(model, x) as traced:
-            model(x)
-    finally:
-        model.train(was_training)
+    with mode(model, train=False), torch.no_grad(), tracing(model, x) as traced:
+        model(x)
     modules = dict(model.named_modules())
     adds: dict[int, ResidualAdd] = {}
     for add in residual_adds(traced):
@@ -226,16 +222,12 @@ def cost(model: nn.Module, input_shape: Sequence[int]) -> Cost:
 
     layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     handles = [m.register_forward_hook(hook) for m in layers]
-    modes = {m: m.training for m in model.modules()}
     try:
-        model.eval()
         params = list(model.parameters())
         device = params[0].device if params else torch.device("cpu")
-        with torch.no_grad():
+        with mode(model, train=False), torch.no_grad():
             model(torch.zeros(shape, device=device))
     finally:
         for h in handles:
             h.remove()
-        for m, mode in modes.items():
-            m.training = mode
     return Cost(totals["macs"], totals["acts"])

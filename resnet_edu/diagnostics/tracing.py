@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..dataflow import ACTIVATION, NORM, WEIGHT, TracedPass, tracing
+from ..modes import mode
 from ..residual import ResidualAdd, Step, residual_adds
 from .report import BlockRecord, GradientRatio
 
@@ -137,14 +138,13 @@ def run_pass(model: nn.Module, shape: tuple[int, ...], seed: int) -> PassRecord:
     params = list(model.parameters())
     device = params[0].device if params else torch.device("cpu")
     saved_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    saved_modes = {m: m.training for m in model.modules()}
     saved_grads = [p.grad for p in params]
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=gen).to(device)
     traced = TracedPass()
     try:
-        model.train()  # the mode the gradient check is about; BN uses batch statistics
-        with torch.enable_grad():
+        # train mode: the mode the gradient check is about; BN uses batch statistics
+        with mode(model, train=True), torch.enable_grad():
             try:
                 with tracing(model, x) as traced:
                     out = model(x)
@@ -161,8 +161,6 @@ def run_pass(model: nn.Module, shape: tuple[int, ...], seed: int) -> PassRecord:
                 record.gradients = _gradient_ratios(traced, adds, record, shape, gen, device)
     finally:
         model.load_state_dict(saved_state)
-        for m, mode in saved_modes.items():
-            m.training = mode
         for p, g in zip(params, saved_grads, strict=True):
             p.grad = g
     record.connected = traced.connected

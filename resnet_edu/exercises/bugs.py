@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..checks import check_int
+from ..modes import mode
 
 BlockFactory = Callable[[int, int, int], nn.Module]
 
@@ -229,13 +230,8 @@ evaluate_forgetting_eval = predict_classes  # the name that says what is wrong w
 
 def evaluate_correctly(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Predicted classes in eval mode without autograd; the model's mode is put back."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return model(images).argmax(dim=1)  # (B,)
-    finally:
-        model.train(was_training)
+    with mode(model, train=False), torch.no_grad():
+        return model(images).argmax(dim=1)  # (B,)
 
 
 # One planted mistake per entry: the block (or model) and the check that must find it.

@@ -16,7 +16,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .checks import check_batch, check_int
+from .checks import check_int
 from .shortcuts import NormLayer, make_downsample
 
 
@@ -132,8 +132,7 @@ class BasicBlock(ResidualBlock):
         out = self.relu(self.bn1(self.conv1(x)))  # (B, planes, H/s, W/s)
         return self.bn2(self.conv2(out))  # (B, planes, H/s, W/s)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_batch(x, self.inplanes, type(self).__name__)  # x: (B, inplanes, H, W)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, inplanes, H, W)
         out = self.residual_branch(x)  # F(x): (B, planes, H/s, W/s)
         if self.residual:
             out = out + self.shortcut(x)  # y = F(x) + x (Eq. 1), or F(x) + W_s x (Eq. 2)
@@ -176,8 +175,7 @@ class Bottleneck(ResidualBlock):
         out = self.relu(self.bn2(self.conv2(out)))  # (B, planes, H/s, W/s)
         return self.bn3(self.conv3(out))  # (B, 4*planes, H/s, W/s)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_batch(x, self.inplanes, type(self).__name__)  # x: (B, inplanes, H, W)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, inplanes, H, W)
         out = self.residual_branch(x)  # F(x): (B, 4*planes, H/s, W/s)
         if self.residual:
             out = out + self.shortcut(x)  # y = F(x) + x (Eq. 1), or F(x) + W_s x (Eq. 2)
@@ -218,8 +216,7 @@ class PreActBlock(ResidualBlock):
         out = self.conv1(self.relu(self.bn1(x)))  # (B, planes, H/s, W/s)
         return self.conv2(self.relu(self.bn2(out)))  # (B, planes, H/s, W/s)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_batch(x, self.inplanes, type(self).__name__)  # x: (B, inplanes, H, W)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, inplanes, H, W)
         out = self.residual_branch(x)  # F(x): (B, planes, H/s, W/s)
         if self.residual:
             out = out + self.shortcut(x)  # x_{l+1} = x_l + F(x_l), nothing after (Eq. 3)

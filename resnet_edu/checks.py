@@ -5,7 +5,7 @@ that names the argument, says what was expected and shows what came.
     check_int("width", width, low=1)                  # a count: channels, blocks, classes
     check_float("lr", lr, low=0, low_open=True)       # finite and > 0
     check_device("gpu")                               # ValueError: ... use 'cuda', 'mps' or 'cpu'
-    check_images(x, 3, "ResNet")                      # a float batch (B, 3, H, W)
+    check_images(x, 3, "ResNet", torch.float32)       # a float32 batch (B, 3, H, W)
 """
 
 from __future__ import annotations
@@ -107,7 +107,14 @@ def check_batch(x: torch.Tensor, channels: int, where: str) -> None:
         )
 
 
-def check_images(x: torch.Tensor, channels: int, where: str) -> None:
-    """What a model checks first: a float image batch (B, channels, H, W)."""
+def check_images(x: torch.Tensor, channels: int, where: str,
+                 dtype: torch.dtype | None = None) -> None:
+    """What a model checks first, once, at its `forward`: a float image batch (B, channels,
+    H, W), and, given the model's `dtype`, of that dtype (under autocast the conversion is
+    autocast's job, so the dtype is not checked there). The blocks inside trust it."""
     check_batch(x, channels, where)
     check_float_images(x, where)
+    if dtype is not None and x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(f"{where} has {dtype} weights and expects {dtype} images, got "
+                        f"{x.dtype}: convert the images with `.to({dtype})` (or the model "
+                        f"with `model.to({x.dtype})`)")

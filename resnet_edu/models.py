@@ -146,7 +146,7 @@ class ResNet(ResNetBase):
         self._init_weights(init, zero_init_residual)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_images(x, self.in_channels, type(self).__name__)
+        check_images(x, self.in_channels, type(self).__name__, self.fc.weight.dtype)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, w, H/4, W/4) or (B, w, H, W)
         x = self.layer1(x)  # (B, w*e, ., .)
         x = self.layer2(x)  # (B, 2w*e, /2, /2)
@@ -233,7 +233,7 @@ class CifarResNet(ResNetBase):
         self._init_weights(init, zero_init_residual)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_images(x, self.in_channels, type(self).__name__)
+        check_images(x, self.in_channels, type(self).__name__, self.fc.weight.dtype)
         x = self.conv1(x)  # (B, w, 32, 32)
         if not self.preact:
             x = self.relu(self.bn1(x))

@@ -7,8 +7,8 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from resnet_edu import models
-from resnet_edu.blocks import BasicBlock, Bottleneck, PreActBlock, ResidualBlock
+from resnet_edu import checks, models
+from resnet_edu.blocks import BasicBlock, PreActBlock, ResidualBlock
 from resnet_edu.data import load_sample, normalize
 from resnet_edu.residual import residual_block_names
 
@@ -216,13 +216,35 @@ def test_bad_options_raise_clear_errors(make, message):
         (models.resnet18_cifar(width=8), torch.randn(3, 32, 32), "4-D batch.*unsqueeze"),
         (models.resnet18_cifar(width=8), torch.randn(1, 1, 32, 32), "3 input channels, got 1"),
         (models.cifar_resnet(20), torch.randn(2, 32, 32, 3), "3 input channels, got 32"),
-        (BasicBlock(16, 16), torch.randn(1, 8, 8, 8), "16 input channels, got 8"),
-        (Bottleneck(64, 16), torch.randn(64, 8, 8), "4-D batch"),
     ],
 )
 def test_wrong_input_shapes_raise_clear_errors(model, x, message):
     with pytest.raises(ValueError, match=message):
         model(x)
+
+
+def test_the_model_checks_its_input_once_and_the_blocks_trust_it(monkeypatch):
+    # the boundary is the model's forward; a block alone leaves it to torch's conv, whose
+    # message names the channels too
+    with pytest.raises(RuntimeError, match="16 channels, but got 8"):
+        BasicBlock(16, 16)(torch.randn(1, 8, 8, 8))
+    calls = []
+    original = checks.check_batch
+    monkeypatch.setattr(checks, "check_batch", lambda *a: calls.append(a) or original(*a))
+    models.cifar_resnet(8)(torch.randn(1, 3, 32, 32))
+    assert len(calls) == 1  # once, at the model's forward: not again in each of 3 blocks
+
+
+def test_a_batch_of_another_dtype_is_refused_with_both_dtypes():
+    model = models.cifar_resnet(8).eval()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"float32 weights and expects torch.float32 images, "
+                                        r"got torch.float64: convert the images with "
+                                        r"`\.to\(torch.float32\)`"):
+        model(x)
+    assert model.double()(x).dtype == torch.float64  # a float64 model takes it
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast converts: no refusal
+        assert models.cifar_resnet(8).eval()(x.float().bfloat16()).shape == (2, 10)
 
 
 @pytest.mark.parametrize("model", [models.resnet18_cifar(width=4), models.cifar_resnet(8),

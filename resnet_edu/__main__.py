@@ -238,9 +238,9 @@ def train(args: argparse.Namespace) -> int:
 
 
 def evaluate_cmd(args: argparse.Namespace) -> int:
-    from .checkpoints import load_checkpoint, load_weights
+    from .checkpoints import config_from_checkpoint, load_checkpoint, load_weights
     from .evaluation import evaluate
-    from .recipe import build_model, config_from_checkpoint
+    from .recipe import build_model
 
     _check_data_args(args)
     device = _device(args.device)

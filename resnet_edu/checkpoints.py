@@ -4,6 +4,7 @@
     with lock_out_dir(out):                    # a second training into `out` is refused at once
         save_checkpoint(out / CHECKPOINT, state)
     state = load_checkpoint(out / CHECKPOINT)  # weights_only; a bad file is explained in one line
+    config = config_from_checkpoint(state, path)  # the TrainConfig it was written with
 
 Every file is written to a uniquely named temporary file in the same folder and then renamed
 over the target, so an interruption (Ctrl-C, a crash, a killed process, even mid-write)
@@ -13,6 +14,7 @@ behind are removed by the next run into that folder (`remove_stale_temp_files`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import zipfile
@@ -23,6 +25,8 @@ from typing import IO, Any
 
 import torch
 from torch import nn
+
+from .recipe import TrainConfig
 
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.json"
@@ -248,3 +252,16 @@ def load_weights(model: nn.Module, weights: Mapping[str, torch.Tensor], path: st
         raise CheckpointError(f"{path} holds weights of another architecture than "
                               f"{type(model).__name__}: " + "; ".join(parts))
     model.load_state_dict(weights)
+
+
+def config_from_checkpoint(state: dict[str, Any], path: str | Path) -> TrainConfig:
+    """The `TrainConfig` a checkpoint was written with (fields it lacks take their defaults)."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(state["config"]) - known)
+    if unknown:
+        raise CheckpointError(f"{path} was written by another version of resnet-edu: its recipe "
+                              f"has fields this version does not know ({', '.join(unknown)})")
+    try:
+        return TrainConfig(**state["config"])
+    except ValueError as e:
+        raise CheckpointError(f"{path} holds an invalid recipe: {e}") from None

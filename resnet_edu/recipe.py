@@ -15,13 +15,11 @@ import dataclasses
 import math
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .checkpoints import CheckpointError
 from .checks import SEED_MAX, check_float, check_int
 from .data import IMAGE_SIZE
 from .runtime import cpu_has_native_bf16, cuda_has_native_bf16, default_device, quick_mode
@@ -106,19 +104,6 @@ PRESETS: dict[str, TrainConfig] = {
     "smoke": TrainConfig(name="smoke", width=8, epochs=2, batch_size=128, lr=0.2,
                          warmup=0.3, train_subset=512, eval_batch_size=512, amp="off"),
 }
-
-
-def config_from_checkpoint(state: dict[str, Any], path: str | Path) -> TrainConfig:
-    """The `TrainConfig` a checkpoint was written with (fields it lacks take their defaults)."""
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(state["config"]) - known)
-    if unknown:
-        raise CheckpointError(f"{path} was written by another version of resnet-edu: its recipe "
-                              f"has fields this version does not know ({', '.join(unknown)})")
-    try:
-        return TrainConfig(**state["config"])
-    except ValueError as e:
-        raise CheckpointError(f"{path} holds an invalid recipe: {e}") from None
 
 
 def preset(name: str, **changes: Any) -> TrainConfig:

@@ -69,7 +69,7 @@ class History:
         return cls(d["config"], d.get("hardware", ""), d["epochs"])
 
 
-def data_identity(data: Cifar10) -> dict[str, Any]:
+def data_fingerprint(data: Cifar10) -> dict[str, Any]:
     """What a checkpoint records about its data: where it was read and a fingerprint."""
     return {"source": data.source, "train": len(data.train), "val": len(data.val),
             "fingerprint": fingerprint(data)}
@@ -86,7 +86,7 @@ def check_resume(state: dict[str, Any], config: TrainConfig, data: dict[str, Any
         detail = ", ".join(f"{k}: {saved.get(k, default[k])!r} -> {now[k]!r}" for k in differ)
         raise CheckpointError(f"{path} was written with a different recipe ({detail}); "
                               f"resuming would not reproduce the run: {START_OVER}")
-    before = state.get("data")  # checkpoints written before data identities had none
+    before = state.get("data")  # checkpoints written before data fingerprints had none
     if before is not None and before.get("fingerprint") != data["fingerprint"]:
         raise CheckpointError(
             f"{path} was trained on other data ({before.get('train')} training and "
@@ -105,7 +105,7 @@ class RunState:
     total_steps: int
     history: History
     ckpt_path: Path | None
-    identity: dict[str, Any] | None
+    fingerprint: dict[str, Any] | None  # of the data, for the resume check
     epoch: int = 0
     start_loss: float | None = None  # the divergence guard's reference, once measured
 
@@ -117,14 +117,14 @@ class RunState:
         ckpt = Path(out_dir) / CHECKPOINT if out_dir is not None else None
         state = cls(config, config, config.epochs * len(parts.loader),
                     History(config.to_dict(), device_name(parts.device)), ckpt,
-                    data_identity(data) if out_dir is not None else None)
+                    data_fingerprint(data) if out_dir is not None else None)
         if resume and ckpt is not None and ckpt.is_file():
             state._restore(parts, verbose)
         return state
 
     def _restore(self, parts: Parts, verbose: bool) -> None:
         saved = load_checkpoint(self.ckpt_path)
-        check_resume(saved, self.config, self.identity, self.ckpt_path)
+        check_resume(saved, self.config, self.fingerprint, self.ckpt_path)
         load_weights(parts.model, saved["model"], self.ckpt_path)
         parts.optimizer.load_state_dict(saved["optimizer"])
         parts.scaler.load_state_dict(saved["scaler"])
@@ -174,7 +174,7 @@ class RunState:
             "scaler": parts.scaler.state_dict(), "epoch": self.epoch,
             "config": self.config.to_dict(), "planned_epochs": self.run.epochs,
             "planned_steps": self.total_steps, "history": self.history.epochs,
-            "data": self.identity, "start_loss": guard.start, "hardware": self.history.hardware,
+            "data": self.fingerprint, "start_loss": guard.start, "hardware": self.history.hardware,
         })
         self.history.save(self.ckpt_path.parent / HISTORY)
 

@@ -294,7 +294,6 @@ def test_notebook_states_the_rules_the_shortcut_check_enforces():
 def test_judge_shortcut_stays_option_b_for_notebook_05():
     """`judge_shortcut` (notebook 05) accepts option B only; option A is named, not accepted."""
     from resnet_edu.exercises import NotYet
-    from resnet_edu.exercises.bug_hunt import check_shortcut_for
     from resnet_edu.exercises.shapes import judge_shortcut, judge_shortcut_option
 
     assert judge_shortcut(_option_b(16, 32, 2), 16, 32, 2) == (
@@ -310,10 +309,9 @@ def test_judge_shortcut_stays_option_b_for_notebook_05():
     assert (verdict.option, verdict.parameters) == ("B", 16 * 32 + 2 * 32)
 
     no_bn = _projection(lambda i, o, s: nn.Conv2d(i, o, 1, stride=s, bias=False))
-    for check in (check_shortcut, check_shortcut_for):
-        assert check(_option_b)
-        feedback = check(no_bn)
-        assert not feedback and "no BatchNorm after its conv" in feedback.message
+    assert check_shortcut(_option_b)
+    feedback = check_shortcut(no_bn)
+    assert not feedback and "no BatchNorm after its conv" in feedback.message
 
 
 def test_resnet18_sizes_prediction():

@@ -14,9 +14,6 @@ from . import NotYet, close, exercise, judge_choice, one_thread, require_predict
 from .bugs import SUSPECTS, GoodBlock, TinyResNet, evaluate_correctly
 from .shapes import judge_shortcut
 
-# (in_channels, out_channels, stride) cases, with and without a shape change
-SHORTCUT_CASES = ((16, 16, 1), (16, 32, 2), (32, 32, 2), (32, 64, 1), (64, 64, 1))
-
 CLAIMS = {
     "relu_shortcut_keeps_gradient": "A ReLU on an identity shortcut passes the gradient back "
                                     "to x unchanged.",
@@ -28,16 +25,6 @@ CLAIMS = {
     "zero_gamma_stops_conv_gradient": "With the weight (gamma) of a block's last BatchNorm set "
                                       "to 0, the block's two convs receive no gradient.",
 }
-
-
-@exercise
-def check_shortcut_for(shortcut_for: Callable[[int, int, int], nn.Module | None]) -> str:
-    """Exercise 1: `shortcut_for(in_channels, out_channels, stride)` builds the right shortcut,
-    judged by `shapes.judge_shortcut`: option B, the rule of torchvision and `BasicBlock`
-    (notebook 03 accepts option A as well)."""
-    verdicts = [judge_shortcut(shortcut_for(cin, cout, stride), cin, cout, stride)
-                for cin, cout, stride in SHORTCUT_CASES]
-    return "; ".join(dict.fromkeys(verdicts)) + "."
 
 
 def accuracy_setup() -> tuple[nn.Module, torch.utils.data.DataLoader]:

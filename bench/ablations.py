@@ -46,7 +46,8 @@ from idle import LoadGuard
 
 from resnet_edu.budget import parse_budget
 from resnet_edu.data import load_cifar10
-from resnet_edu.recipe import build_model, preset, resolve_amp
+from resnet_edu.precision import resolve_amp
+from resnet_edu.recipe import build_model, preset
 from resnet_edu.runtime import cpu_description, device_name, environment_report, seed_everything
 from resnet_edu.train import fit
 

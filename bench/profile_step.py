@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from idle import LoadGuard
 
 from resnet_edu.data import load_cifar10, load_cifar10_or_sample
-from resnet_edu.recipe import autocast, build_model, preset
+from resnet_edu.precision import autocast
+from resnet_edu.recipe import build_model, preset
 from resnet_edu.runtime import cpu_description, device_name, environment_report, seed_everything
 from resnet_edu.train import make_parts, training_images
 

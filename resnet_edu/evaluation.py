@@ -17,7 +17,7 @@ from torch import nn
 from .augment import DeviceLoader
 from .data import CLASSES, ImageSet
 from .modes import mode
-from .recipe import autocast, resolve_amp
+from .precision import autocast, resolve_amp
 
 
 @torch.no_grad()

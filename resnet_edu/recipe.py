@@ -1,5 +1,5 @@
 """The training recipe as data and pure rules: `TrainConfig`, the presets, the learning-rate
-schedule, the crop size per epoch, the weight-decay groups, the mixed-precision choice.
+schedule, the crop size per epoch, the weight-decay groups (mixed precision: `precision`).
 
     config = preset("cpu", epochs=4)      # a frozen TrainConfig
     lr_at(step, total_steps, config)      # the schedule, one step at a time
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +21,10 @@ from torch import nn
 
 from .checks import SEED_MAX, check_float, check_int
 from .data import IMAGE_SIZE
-from .runtime import cpu_has_native_bf16, cuda_has_native_bf16, default_device, quick_mode
+from .precision import AMP_MODES
+from .runtime import default_device, quick_mode
 
 SCHEDULES = ("onecycle", "cosine", "constant")
-AMP_MODES = ("auto", "off", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -189,46 +188,3 @@ def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: boo
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": weight_decay if decay_norm_and_bias else 0.0}]
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for `amp` on `device` (None: full float32).
-
-    bf16 only where the hardware has it: CUDA GPUs of compute capability >= 8.0 and CPUs
-    with AVX512-BF16 or AMX (`runtime.cuda_has_native_bf16`, `cpu_has_native_bf16`).
-    'auto' picks bf16 there (no loss scaling needed); fp16 on older CUDA GPUs (T4, V100),
-    which `fit` pairs with a `GradScaler`; float32 on other CPUs (emulated bf16 is slower
-    than float32) and on MPS. 'bf16' asks for it anyway on a CPU (correct, if slow there);
-    on a CUDA GPU without it or on MPS it is an error, as is 'fp16' off CUDA.
-    """
-    if amp not in AMP_MODES:
-        raise ValueError(f"amp must be one of {AMP_MODES}, got {amp!r}")
-    if amp == "off":
-        return None
-    if amp == "auto":
-        if device.type == "cpu":
-            return torch.bfloat16 if cpu_has_native_bf16() else None
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if cuda_has_native_bf16(device) else torch.float16
-    if amp == "fp16" and device.type != "cuda":
-        raise ValueError(f"amp='fp16' needs a CUDA device, got {device.type}; use 'bf16' or 'off'")
-    if amp == "bf16" and device.type == "cuda" and not cuda_has_native_bf16(device):
-        major, minor = torch.cuda.get_device_capability(device)
-        raise ValueError(f"amp='bf16' needs a CUDA GPU of compute capability >= 8.0, got "
-                         f"{major}.{minor} ({torch.cuda.get_device_name(device)}); "
-                         "use 'fp16' or 'auto'")
-    if amp == "bf16" and device.type not in ("cpu", "cuda"):
-        raise ValueError(f"amp='bf16' needs a CUDA GPU or a CPU, got {device.type}; use 'off'")
-    return torch.bfloat16 if amp == "bf16" else torch.float16
-
-
-def needs_grad_scaler(dtype: torch.dtype | None) -> bool:
-    """fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none."""
-    return dtype == torch.float16
-
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager:
-    """Mixed precision at `dtype` on `device` (from `resolve_amp`); None: plain float32."""
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()

@@ -50,15 +50,8 @@ from .checkpoints import lock_out_dir, prepare_out_dir, remove_stale_temp_files
 from .checks import check_device
 from .data import Cifar10, ImageSet
 from .evaluation import evaluate
-from .recipe import (
-    TrainConfig,
-    autocast,
-    lr_at,
-    needs_grad_scaler,
-    param_groups,
-    resolve_amp,
-    train_resolution,
-)
+from .precision import autocast, needs_grad_scaler, resolve_amp
+from .recipe import TrainConfig, lr_at, param_groups, train_resolution
 from .runs import START_OVER, History, RunState
 from .runtime import channels_last_trains_safely, default_device, live_widgets
 

@@ -7,9 +7,9 @@ AVX512-BF16 or AMX), fp16 with a gradient scaler on older CUDA GPUs, no float64 
 import pytest
 import torch
 
-from resnet_edu import gradients, recipe, runtime
+from resnet_edu import gradients, precision, runtime
 from resnet_edu.gradients import gradient_norms
-from resnet_edu.recipe import needs_grad_scaler, resolve_amp
+from resnet_edu.precision import needs_grad_scaler, resolve_amp
 from resnet_edu.runtime import (
     channels_last_trains_safely,
     cpu_has_native_bf16,
@@ -56,7 +56,7 @@ def test_explicit_bf16_on_an_old_gpu_is_refused_with_the_reason(gpu):
 
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_amp_on_cpu_follows_native_bf16(monkeypatch, native):
-    monkeypatch.setattr(recipe, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
     assert resolve_amp("auto", torch.device("cpu")) == (torch.bfloat16 if native else None)
     assert resolve_amp("bf16", torch.device("cpu")) == torch.bfloat16  # asked for: allowed
     assert resolve_amp("off", torch.device("cpu")) is None
@@ -139,8 +139,8 @@ def test_gradient_norms_unchanged_by_the_cpu_detour(monkeypatch):
     assert gradient_norms(model, x, y).norms() == direct
 
 
-def test_runtime_exports_what_the_recipe_uses():
-    assert recipe.cuda_has_native_bf16 is runtime.cuda_has_native_bf16
+def test_runtime_exports_what_the_precision_module_uses():
+    assert precision.cuda_has_native_bf16 is runtime.cuda_has_native_bf16
 
 
 @pytest.mark.parametrize("flags, expected", [

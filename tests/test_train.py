@@ -12,6 +12,7 @@ from torch import nn
 from resnet_edu.checkpoints import load_checkpoint
 from resnet_edu.data import ImageSet, load_sample, normalize
 from resnet_edu.evaluation import evaluate
+from resnet_edu.precision import resolve_amp
 from resnet_edu.recipe import (
     PRESETS,
     TrainConfig,
@@ -20,7 +21,6 @@ from resnet_edu.recipe import (
     lr_at,
     param_groups,
     preset,
-    resolve_amp,
     train_resolution,
 )
 from resnet_edu.runtime import channels_last_trains_safely, cpu_has_native_bf16

@@ -96,13 +96,15 @@ def error_curves(history: History) -> dict[str, list[float]]:
             "test_error": [1 - a for a in test]}
 
 
-def plot_training_curves(curves: Mapping[str, Mapping[str, Sequence[float]] | History],
+def plot_training_curves(curves: Mapping[str, Mapping[str, Any] | History],
                          ax: Any = None, title: str | None = None,
-                         percent: bool = True) -> Any:
-    """Train (dashed) and test (bold) error vs epoch for each net.
+                         percent: bool = True, chance: float | None = None) -> Any:
+    """Train (dashed) and held-out (bold) error vs epoch for each net.
 
-    `curves[name]` is a `History`, or per-epoch fractions under 'train_error' and/or
-    'test_error' (epoch 1 first), e.g. the "nets" entry of a degradation results file.
+    `curves[name]` is a `History`, or per-epoch fractions (epoch 1 first) under 'train_error'
+    and/or 'test_error' or 'val_error', e.g. the "nets" entry of a results file. A single
+    number under 'test_error' (a test measured once, at the end) is drawn as a marker at the
+    last epoch. `chance` (a fraction, 0.9 for ten classes) draws the error of guessing.
     """
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
@@ -116,20 +118,29 @@ def plot_training_curves(curves: Mapping[str, Mapping[str, Sequence[float]] | Hi
     for name, c in curves.items():
         if isinstance(c, History):
             c = error_curves(c)
-        missing = {"train_error", "test_error"} - set(c)
-        if len(missing) == 2:
-            raise ValueError(f"curves[{name!r}] needs 'train_error' or 'test_error', "
-                             f"got keys {sorted(c)}")
+        if not {"train_error", "test_error", "val_error"} & set(c):
+            raise ValueError(f"curves[{name!r}] needs 'train_error', 'val_error' or "
+                             f"'test_error', got keys {sorted(c)}")
+        epochs = 0
         for key, style, width, suffix in (("train_error", "--", 1.2, "train"),
+                                          ("val_error", "-", 2.4, "val"),
                                           ("test_error", "-", 2.4, "test")):
-            if key in c:
+            if isinstance(c.get(key), Sequence):
                 values = [scale * v for v in c[key]]
+                epochs = max(epochs, len(values))
                 ax.plot(range(1, len(values) + 1), values, style, linewidth=width,
                         color=colors[name], label=f"{name} {suffix}")
+        if isinstance(c.get("test_error"), (int, float)):  # measured once, after training
+            ax.plot([epochs or 1], [scale * c["test_error"]], marker="*", markersize=11,
+                    linestyle="none", color=colors[name], markeredgecolor="k",
+                    label=f"{name} test (end)")
+    if chance is not None:
+        ax.axhline(scale * chance, color="0.5", linestyle=":", linewidth=1,
+                   label=f"chance ({scale * chance:g}{' %' if percent else ''})")
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_ylabel("error (%)" if percent else "error (fraction)")
-    ax.set_title(title or "Training curves (dashed: train, bold: test)")
+    ax.set_title(title or "Training curves (dashed: train, bold: held-out)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return ax

@@ -81,6 +81,10 @@ def test_the_family_script_trains_resumes_and_ships_loadable_weights(tmp_path):
         state = read_weights(tmp_path / "weights" / f"{name}.pt", manifest[name]["sha256"])
         assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
         build(name).load_state_dict(state)  # the architecture the manifest names
+    from resnet_edu.live import plot_training_curves  # what notebooks 00 and 02 draw from it
+
+    ax = plot_training_curves(results["nets"], chance=0.9)
+    assert len(ax.get_lines()) == 3 * len(FAMILY) + 1  # train, val, the final test; chance
 
     # the landscapes of two of those nets (bench/landscapes.py), from their weight files
     from resnet_edu.data import load_sample

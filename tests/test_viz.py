@@ -57,12 +57,26 @@ def test_training_curves_dashed_train_bold_test_in_percent():
     assert ax.get_ylabel() == "error (%)" and ax.get_xlabel() == "epoch"
 
 
+def test_training_curves_with_validation_a_final_test_and_chance():
+    ax = plot_training_curves({"plain-56": {"train_error": [0.6, 0.4, 0.3],
+                                            "val_error": [0.65, 0.45, 0.35],
+                                            "test_error": 0.36}}, chance=0.9)
+    train, val, test, chance = ax.get_lines()
+    assert train.get_linestyle() == "--" and val.get_linestyle() == "-" and list(val.get_xdata()) == [1, 2, 3]
+    assert list(test.get_xdata()) == [3] and list(test.get_ydata()) == pytest.approx([36.0])
+    assert test.get_marker() == "*" and test.get_linestyle() == "None"
+    assert list(chance.get_ydata()) == pytest.approx([90.0, 90.0])
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["plain-56 train", "plain-56 val", "plain-56 test (end)", "chance (90 %)"]
+
+
 def test_bad_input_raises_value_error():
     with pytest.raises(ValueError, match="at least one"):
         plot_norms_vs_depth({})
     with pytest.raises(ValueError, match="at least one"):
         plot_training_curves({})
-    with pytest.raises(ValueError, match="train_error"):
+    with pytest.raises(ValueError, match="'train_error', 'val_error' or 'test_error', got "
+                                         r"keys \['loss'\]"):
         plot_training_curves({"net": {"loss": [1.0]}})
 
 

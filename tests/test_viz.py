@@ -62,7 +62,8 @@ def test_training_curves_with_validation_a_final_test_and_chance():
                                             "val_error": [0.65, 0.45, 0.35],
                                             "test_error": 0.36}}, chance=0.9)
     train, val, test, chance = ax.get_lines()
-    assert train.get_linestyle() == "--" and val.get_linestyle() == "-" and list(val.get_xdata()) == [1, 2, 3]
+    assert train.get_linestyle() == "--" and val.get_linestyle() == "-"
+    assert list(val.get_xdata()) == [1, 2, 3]
     assert list(test.get_xdata()) == [3] and list(test.get_ydata()) == pytest.approx([36.0])
     assert test.get_marker() == "*" and test.get_linestyle() == "None"
     assert list(chance.get_ydata()) == pytest.approx([90.0, 90.0])

@@ -78,6 +78,19 @@ class ResidualBlock(nn.Module):
         """F(x): the part of the block that learns."""
         raise NotImplementedError
 
+    def after_addition(self, out: torch.Tensor) -> torch.Tensor:
+        """What follows F(x) + s(x): the ReLU of a post-activation block (He et al. 2015),
+        nothing in a pre-activation one (He et al. 2016)."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, inplanes, H, W)
+        # the residual rule, written once for every block: F(x), plus the shortcut, then
+        # whatever the block puts after the addition
+        out = self.residual_branch(x)  # F(x): (B, out_channels, H/s, W/s)
+        if self.residual:
+            out = out + self.shortcut(x)  # y = F(x) + x (Eq. 1), or F(x) + W_s x (Eq. 2)
+        return self.after_addition(out)
+
     def last_layer(self) -> nn.Module:
         """The layer whose scale zero-init sets to 0, so that F(x) = 0."""
         raise NotImplementedError
@@ -132,10 +145,7 @@ class BasicBlock(ResidualBlock):
         out = self.relu(self.bn1(self.conv1(x)))  # (B, planes, H/s, W/s)
         return self.bn2(self.conv2(out))  # (B, planes, H/s, W/s)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, inplanes, H, W)
-        out = self.residual_branch(x)  # F(x): (B, planes, H/s, W/s)
-        if self.residual:
-            out = out + self.shortcut(x)  # y = F(x) + x (Eq. 1), or F(x) + W_s x (Eq. 2)
+    def after_addition(self, out: torch.Tensor) -> torch.Tensor:
         return self.relu(out)  # post-activation: the ReLU comes after the addition
 
     def last_layer(self) -> nn.Module:
@@ -175,10 +185,7 @@ class Bottleneck(ResidualBlock):
         out = self.relu(self.bn2(self.conv2(out)))  # (B, planes, H/s, W/s)
         return self.bn3(self.conv3(out))  # (B, 4*planes, H/s, W/s)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, inplanes, H, W)
-        out = self.residual_branch(x)  # F(x): (B, 4*planes, H/s, W/s)
-        if self.residual:
-            out = out + self.shortcut(x)  # y = F(x) + x (Eq. 1), or F(x) + W_s x (Eq. 2)
+    def after_addition(self, out: torch.Tensor) -> torch.Tensor:
         return self.relu(out)  # post-activation: the ReLU comes after the addition
 
     def last_layer(self) -> nn.Module:
@@ -216,11 +223,8 @@ class PreActBlock(ResidualBlock):
         out = self.conv1(self.relu(self.bn1(x)))  # (B, planes, H/s, W/s)
         return self.conv2(self.relu(self.bn2(out)))  # (B, planes, H/s, W/s)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, inplanes, H, W)
-        out = self.residual_branch(x)  # F(x): (B, planes, H/s, W/s)
-        if self.residual:
-            out = out + self.shortcut(x)  # x_{l+1} = x_l + F(x_l), nothing after (Eq. 3)
-        return out
+    def after_addition(self, out: torch.Tensor) -> torch.Tensor:
+        return out  # x_{l+1} = x_l + F(x_l), nothing after the addition (Eq. 3)
 
     def last_layer(self) -> nn.Module:
         # not bn2: a zero gamma feeds ReLU(0), whose gradient is 0, so the branch never learns

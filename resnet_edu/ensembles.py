@@ -33,7 +33,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .blocks import PreActBlock, ResidualBlock
+from .blocks import ResidualBlock
 from .checks import check_int
 from .data import ImageSet
 from .evaluation import evaluate
@@ -88,8 +88,7 @@ def routed_forward(block: ResidualBlock, x: torch.Tensor, route: str) -> torch.T
         s = s.detach()
     elif route == "skip":
         f = f.detach()
-    out = f + s
-    return out if isinstance(block, PreActBlock) else block.relu(out)  # post-activation ReLU
+    return block.after_addition(f + s)  # the block's own rule: ReLU after it, or nothing
 
 
 @contextmanager

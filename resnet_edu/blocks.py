@@ -6,7 +6,8 @@ ReLU after the addition ("post-activation", 2015); `PreActBlock` moves BN and Re
 of the convolutions so the shortcut is a clean identity (He et al. 2016, "Identity
 Mappings", Fig. 4e). With `residual=False` a block is the same block with the shortcut
 removed and nothing else changed, so "plain vs residual" differs in exactly one thing;
-`PlainBasicBlock(...)` is short for `BasicBlock(..., residual=False)`.
+`PlainBasicBlock` (the class the plain nets are built of) is `BasicBlock` with
+`residual=False`.
 """
 
 from __future__ import annotations
@@ -231,16 +232,41 @@ class PreActBlock(ResidualBlock):
         return self.conv2
 
 
-def PlainBasicBlock(*args, **kwargs) -> BasicBlock:
-    """`BasicBlock(..., residual=False)`: the block without its shortcut, y = ReLU(F(x))."""
-    return BasicBlock(*args, residual=False, **kwargs)
+class PlainBasicBlock(BasicBlock):
+    """`BasicBlock` without its shortcut, y = ReLU(F(x)): the blocks of He et al.'s plain nets
+    (Fig. 3, middle), and what `cifar_resnet(..., residual=False)` builds. The same layers,
+    names and state_dict as `BasicBlock(..., residual=False)`; a class of its own so that
+    `isinstance(m, PlainBasicBlock)` finds them."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, shortcut: str = "B",
+                 norm_layer: NormLayer | None = None, *, residual: bool = False) -> None:
+        _refuse_shortcut(type(self), residual)
+        super().__init__(inplanes, planes, stride, shortcut, norm_layer, residual=False)
 
 
-def PlainBottleneck(*args, **kwargs) -> Bottleneck:
-    """`Bottleneck(..., residual=False)`: the block without its shortcut."""
-    return Bottleneck(*args, residual=False, **kwargs)
+class PlainBottleneck(Bottleneck):
+    """`Bottleneck` without its shortcut (see `PlainBasicBlock`)."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, shortcut: str = "B",
+                 norm_layer: NormLayer | None = None, *, residual: bool = False) -> None:
+        _refuse_shortcut(type(self), residual)
+        super().__init__(inplanes, planes, stride, shortcut, norm_layer, residual=False)
 
 
-def PlainPreActBlock(*args, **kwargs) -> PreActBlock:
-    """`PreActBlock(..., residual=False)`: the block without its shortcut, y = F(x)."""
-    return PreActBlock(*args, residual=False, **kwargs)
+class PlainPreActBlock(PreActBlock):
+    """`PreActBlock` without its shortcut, y = F(x) (see `PlainBasicBlock`)."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, shortcut: str = "B",
+                 norm_layer: NormLayer | None = None, *, residual: bool = False) -> None:
+        _refuse_shortcut(type(self), residual)
+        super().__init__(inplanes, planes, stride, shortcut, norm_layer, residual=False)
+
+
+def _refuse_shortcut(cls: type, residual: object) -> None:
+    if residual is not False:
+        raise ValueError(f"a {cls.__name__} has no shortcut: residual must be False, got "
+                         f"{residual!r}; use {cls.__mro__[1].__name__} for the residual block")
+
+
+PLAIN_TWIN: dict[type[ResidualBlock], type[ResidualBlock]] = {
+    BasicBlock: PlainBasicBlock, Bottleneck: PlainBottleneck, PreActBlock: PlainPreActBlock}

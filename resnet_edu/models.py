@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .blocks import BasicBlock, Bottleneck, PreActBlock, ResidualBlock
+from .blocks import PLAIN_TWIN, BasicBlock, Bottleneck, PreActBlock, ResidualBlock
 from .checks import check_images, check_int
 from .shortcuts import NormLayer, check_shortcut_option
 
@@ -32,7 +32,10 @@ def make_layer(
     norm_layer: NormLayer,
     residual: bool = True,
 ) -> nn.Sequential:
-    """One stage: the first block changes stride/width, the rest keep them."""
+    """One stage: the first block changes stride/width, the rest keep them. A plain stage
+    (`residual=False`) is built of the block's plain twin (`PlainBasicBlock`, ...)."""
+    if not residual:
+        block = PLAIN_TWIN.get(block, block)
     layers = [block(inplanes, planes, stride, shortcut, norm_layer, residual=residual)]
     for _ in range(1, blocks):
         layers.append(block(planes * block.expansion, planes, 1, shortcut, norm_layer,

@@ -13,6 +13,7 @@ from resnet_edu.blocks import (
     PlainBottleneck,
     PlainPreActBlock,
     PreActBlock,
+    ResidualBlock,
     conv1x1,
     conv3x3,
 )
@@ -62,6 +63,11 @@ def _make(block, residual=True, stride=1, norm_layer=None):
 )
 def test_plain_block_is_the_block_without_its_shortcut(block, alias):
     assert isinstance(alias(32, 8), block) and not alias(32, 8).residual
+    with pytest.raises(ValueError, match=f"a {alias.__name__} has no shortcut: residual must "
+                                         f"be False, got True; use {block.__name__}"):
+        alias(32, 8, residual=True)
+    plain = alias(32, 8)  # the same layers and names as the block built with residual=False
+    assert plain.state_dict().keys() == block(32, 8, residual=False).state_dict().keys()
     torch.manual_seed(0)
     r = _make(block).eval()
     torch.manual_seed(0)
@@ -164,3 +170,17 @@ def test_gradient_reaches_the_input_through_the_identity():
     x = torch.randn(1, 8, 4, 4, requires_grad=True)
     blk(x).sum().backward()
     torch.testing.assert_close(x.grad, torch.ones_like(x))
+
+
+def test_plain_nets_are_built_of_plain_blocks_that_isinstance_finds():
+    from resnet_edu.models import cifar_resnet, resnet18
+
+    plain = cifar_resnet(20, residual=False)
+    blocks = [m for m in plain.modules() if isinstance(m, ResidualBlock)]
+    assert len(blocks) == 9 and all(isinstance(b, PlainBasicBlock) for b in blocks)
+    assert not any(isinstance(m, PlainBasicBlock) for m in cifar_resnet(20).modules())
+    preact = cifar_resnet(20, residual=False, preact=True)
+    assert sum(isinstance(m, PlainPreActBlock) for m in preact.modules()) == 9
+    # torchvision's names: the plain net's state_dict is the residual net's minus shortcuts
+    assert set(plain.state_dict()) <= set(cifar_resnet(20, shortcut="B").state_dict())
+    assert isinstance(resnet18(residual=False).layer1[0], PlainBasicBlock)

@@ -14,7 +14,8 @@ BatchNorm in eval mode (its running statistics fixed), on a fixed set of images.
 
 The curvature comes from Hessian-vector products (Pearlmutter 1994: the gradient of
 g(theta) . v, with autograd), so the Hessian itself is never formed: a few dozen Lanczos
-steps give both ends of its spectrum. Li et al. report |lam_min / lam_max|: near 0 where the
+steps approach both ends of its spectrum from inside (an isolated lam_max fast; lam_min, next
+to the bulk, slowly, so its estimate is a bound on |lam_min| from below). Li et al. report |lam_min / lam_max|: near 0 where the
 landscape is nearly convex, large where it has strong negative curvature (their Fig. 7).
 """
 

@@ -176,9 +176,24 @@ def family_rows() -> list[str]:
             f"train / test error: {cells} (`results/family.json`, `weights/manifest.json`) |"]
 
 
+def landscape_rows() -> list[str]:
+    r = _read("landscapes.json")
+    if r is None:
+        return []
+    s = r["settings"]
+    cells = ", ".join(f"{name} {n['hessian']['ratio']:.3g} ({n['seconds'] / 60:.1f} min)"
+                      for name, n in r["nets"].items())
+    return [f"| loss landscapes (notebook 07) | `{r['command']}` | {r['hardware']['cpu']}, "
+            f"{r['hardware']['cores']} cores, torch {r['torch'].split('+')[0]} | "
+            f"{s['grid']} x {s['grid']} grid on {s['images']:,} training images, Hessian "
+            f"ratio abs(lambda_min / lambda_max) at the trained weights ({s['lanczos_steps']} Lanczos "
+            f"steps): {cells} (`results/landscapes.json`) |"]
+
+
 def table() -> str:
     rows = (cpu_preset_rows() + peer_rows() + ablation_rows() + profile_rows() + sample_rows()
-            + family_rows() + degradation_rows() + softmax_rows() + small_nets_rows())
+            + family_rows() + landscape_rows() + degradation_rows() + softmax_rows()
+            + small_nets_rows())
     return "\n".join([START, HEADER, *rows, END])
 
 

@@ -186,8 +186,8 @@ def landscape_rows() -> list[str]:
     return [f"| loss landscapes (notebook 07) | `{r['command']}` | {r['hardware']['cpu']}, "
             f"{r['hardware']['cores']} cores, torch {r['torch'].split('+')[0]} | "
             f"{s['grid']} x {s['grid']} grid on {s['images']:,} training images, Hessian "
-            f"ratio abs(lambda_min / lambda_max) at the trained weights ({s['lanczos_steps']} Lanczos "
-            f"steps): {cells} (`results/landscapes.json`) |"]
+            f"ratio abs(lambda_min / lambda_max) at the trained weights "
+            f"({s['lanczos_steps']} Lanczos steps): {cells} (`results/landscapes.json`) |"]
 
 
 def table() -> str:

@@ -51,7 +51,7 @@ from resnet_edu.landscape import (
     line,
     local_minima,
 )
-from resnet_edu.pretrained import initial, load_pretrained, manifest
+from resnet_edu.pretrained import initial, load_pretrained, manifest, sha256
 from resnet_edu.runtime import cpu_description, environment_report
 
 NETS = ("plain20", "resnet20", "plain56", "resnet56")
@@ -75,6 +75,14 @@ def rounded(t: torch.Tensor) -> Any:
         [round(float(x), 5) for x in t]
 
 
+def weights_sha256(name: str, weights_dir: str | None) -> str:
+    """The sha256 of the weights a net's landscape is measured on: a stored result is reused
+    only for the same weights."""
+    if weights_dir is None:
+        return manifest()[name]["sha256"]
+    return sha256(Path(weights_dir) / f"{name}.pt")
+
+
 def measure(name: str, images, settings: dict[str, Any], weights_dir: str | None
             ) -> dict[str, Any]:
     t0 = time.perf_counter()
@@ -86,9 +94,10 @@ def measure(name: str, images, settings: dict[str, Any], weights_dir: str | None
     span, n = settings["span"], settings["grid"]
     random_line = line(model, d1, torch.linspace(-span, span, settings["line_points"]), images)
     lo, hi = settings["init_line"]
-    towards_init = difference(initial(name), model)  # alpha = 1 is the initial weights
-    # alpha along (trained - initial) from the initial weights: theta_0 + alpha (theta - theta_0)
-    # = theta + (1 - alpha)(theta_0 - theta); `line` steps from the trained weights
+    towards_init = difference(initial(name), model)  # theta_0 - theta
+    # the stored alpha runs from the initial (0) to the trained (1) weights:
+    # theta_0 + alpha (theta - theta_0) = theta + (1 - alpha)(theta_0 - theta), and `line`
+    # steps from the trained weights, so it gets 1 - alpha
     alphas = torch.linspace(lo, hi, settings["init_points"])  # 0 and 1 among them
     init_line = line(model, towards_init, 1 - alphas, images)
     init_line["alpha"] = alphas
@@ -111,7 +120,7 @@ def measure(name: str, images, settings: dict[str, Any], weights_dir: str | None
         "hessian": {"lam_max": round(lam_max, 5), "lam_min": round(lam_min, 5),
                     "ratio": round(abs(lam_min / lam_max), 5)},
         "seconds": round(time.perf_counter() - t0, 1),
-        "weights_sha256": (manifest()[name]["sha256"] if weights_dir is None else None),
+        "weights_sha256": weights_sha256(name, weights_dir),
     }
 
 
@@ -162,11 +171,14 @@ def main(argv: list[str] | None = None) -> int:
             done = folder / f"{name}.json"
             if done.is_file():
                 stored = json.loads(done.read_text())
-                if stored["settings"] == settings:
+                same_weights = (stored["result"].get("weights_sha256")
+                                == weights_sha256(name, args.weights_dir))
+                if stored["settings"] == settings and same_weights:
                     print(f"{name}: done before ({done})", flush=True)
                     nets[name] = stored["result"]
                     continue
-                print(f"{name}: {done} has other settings; measuring again", flush=True)
+                print(f"{name}: {done} has other settings or weights; measuring again",
+                      flush=True)
             print(f"--- {name} ---", flush=True)
             nets[name] = measure(name, images, settings, args.weights_dir)
             tmp = done.with_suffix(".tmp")

@@ -34,7 +34,8 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
 
 class ResidualBlock(nn.Module):
     """What `BasicBlock`, `Bottleneck` and `PreActBlock` share: their arguments, the shortcut
-    path, and zero-init. Each block writes its own `residual_branch` (F) and `forward`.
+    path, zero-init, and `forward`, the residual rule written once. Each block writes its own
+    `residual_branch` (F) and `after_addition` (what follows F(x) + s(x)).
 
     A subclass builds its layers, then `self.downsample = self.make_downsample()` last, as
     torchvision assigns it last, so that state_dict keys come in torchvision's order.

@@ -116,5 +116,5 @@ def check_images(x: torch.Tensor, channels: int, where: str,
     check_float_images(x, where)
     if dtype is not None and x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
         raise TypeError(f"{where} has {dtype} weights and expects {dtype} images, got "
-                        f"{x.dtype}: convert the images with `.to({dtype})` (or the model "
-                        f"with `model.to({x.dtype})`)")
+                        f"{x.dtype}: convert the images with `.to({dtype})`, or the model "
+                        f"with `model.to({x.dtype})`, or run it under `torch.autocast`")

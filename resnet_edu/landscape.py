@@ -15,8 +15,9 @@ BatchNorm in eval mode (its running statistics fixed), on a fixed set of images.
 The curvature comes from Hessian-vector products (Pearlmutter 1994: the gradient of
 g(theta) . v, with autograd), so the Hessian itself is never formed: a few dozen Lanczos
 steps approach both ends of its spectrum from inside (an isolated lam_max fast; lam_min, next
-to the bulk, slowly, so its estimate is a bound on |lam_min| from below). Li et al. report |lam_min / lam_max|: near 0 where the
-landscape is nearly convex, large where it has strong negative curvature (their Fig. 7).
+to the bulk, slowly, so its estimate is a bound on |lam_min| from below). Li et al. report
+|lam_min / lam_max|: near 0 where the landscape is nearly convex, large where it has strong
+negative curvature (their Fig. 7).
 """
 
 from __future__ import annotations
@@ -159,8 +160,10 @@ def lanczos(hvp: Callable[[Direction], Direction], like: Sequence[torch.Tensor],
         w = hvp(basis[-1])
         size = torch.sqrt(dot(w, w))
         alphas.append(dot(w, basis[-1]))
-        for q in basis:  # Gram-Schmidt against every earlier vector (twice is enough)
-            for _ in range(2):
+        # Gram-Schmidt against every earlier vector, in two full passes: in floating point
+        # one pass leaves w slightly tilted toward the basis, and Kahan's "twice is enough"
+        for _ in range(2):
+            for q in basis:
                 c = dot(w, q)
                 w = [x - c * y for x, y in zip(w, q, strict=True)]
         beta = torch.sqrt(dot(w, w))

@@ -23,6 +23,7 @@ second too, which a budgeted run pays out of its training time.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -125,12 +126,12 @@ def plot_training_curves(curves: Mapping[str, Mapping[str, Any] | History],
         for key, style, width, suffix in (("train_error", "--", 1.2, "train"),
                                           ("val_error", "-", 2.4, "val"),
                                           ("test_error", "-", 2.4, "test")):
-            if isinstance(c.get(key), Sequence):
-                values = [scale * v for v in c[key]]
+            if key in c and not isinstance(c[key], numbers.Real):  # one value per epoch
+                values = [scale * float(v) for v in c[key]]
                 epochs = max(epochs, len(values))
                 ax.plot(range(1, len(values) + 1), values, style, linewidth=width,
                         color=colors[name], label=f"{name} {suffix}")
-        if isinstance(c.get("test_error"), (int, float)):  # measured once, after training
+        if isinstance(c.get("test_error"), numbers.Real):  # measured once, after training
             ax.plot([epochs or 1], [scale * c["test_error"]], marker="*", markersize=11,
                     linestyle="none", color=colors[name], markeredgecolor="k",
                     label=f"{name} test (end)")

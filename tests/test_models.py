@@ -232,7 +232,10 @@ def test_the_model_checks_its_input_once_and_the_blocks_trust_it(monkeypatch):
     original = checks.check_batch
     monkeypatch.setattr(checks, "check_batch", lambda *a: calls.append(a) or original(*a))
     models.cifar_resnet(8)(torch.randn(1, 3, 32, 32))
-    assert len(calls) == 1  # once, at the model's forward: not again in each of 3 blocks
+    assert len(calls) == 1  # once, at the model's forward
+    from resnet_edu import blocks
+
+    assert not hasattr(blocks, "check_batch")  # the blocks have no check of their own
 
 
 def test_a_batch_of_another_dtype_is_refused_with_both_dtypes():

@@ -6,6 +6,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import pytest
+import torch
 
 from resnet_edu.gradients import ACTIVATION, WEIGHT, GradientNorms, NormRow, plot_norms_vs_depth
 from resnet_edu.live import plot_training_curves
@@ -69,6 +70,16 @@ def test_training_curves_with_validation_a_final_test_and_chance():
     assert list(chance.get_ydata()) == pytest.approx([90.0, 90.0])
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels == ["plain-56 train", "plain-56 val", "plain-56 test (end)", "chance (90 %)"]
+
+
+def test_training_curves_take_tensors_and_numpy_numbers():
+    import numpy as np
+
+    ax = plot_training_curves({"resnet-20": {"val_error": torch.tensor([0.5, 0.25]),
+                                             "test_error": np.float64(0.3)}})
+    val, test = ax.get_lines()
+    assert list(val.get_ydata()) == pytest.approx([50.0, 25.0])
+    assert list(test.get_xdata()) == [2] and list(test.get_ydata()) == pytest.approx([30.0])
 
 
 def test_bad_input_raises_value_error():

@@ -101,14 +101,24 @@ def test_line_passes_the_right_answer_and_names_each_mistake():
         assert not feedback and hint in feedback.message, (fn.__name__, feedback.message)
 
 
-def test_the_curvature_prediction_is_judged_on_the_measured_ratios():
-    measured = {"plain56": 0.4, "resnet56": 0.01, "plain20": 0.02, "resnet20": 0.01}
-    assert check_curvature_prediction("plain-56", measured=measured)
-    wrong = check_curvature_prediction("ResNet-56", measured=measured)
-    assert not wrong and "'plain-56'" in wrong.message and "0.4" in wrong.message
-    same = {"plain56": 0.03, "resnet56": 0.02}
-    assert check_curvature_prediction("about the same", measured=same)
+def test_the_curvature_prediction_is_judged_on_the_deepest_measured_pair():
+    measured = {"plain56": 0.4, "resnet56": 0.01, "plain20": 0.01, "resnet20": 0.01}
+    assert check_curvature_prediction("plain", measured=measured)  # 56 layers decide
+    wrong = check_curvature_prediction("about the same", measured=measured)
+    assert not wrong and "'plain'" in wrong.message and "plain-56 0.4" in wrong.message
+    shallow = {"plain20": 0.03, "resnet20": 0.02}  # no 56-layer pair: the 20-layer one
+    assert check_curvature_prediction("about the same", measured=shallow)
+    assert "at 20 layers" in check_curvature_prediction("plain", measured=shallow).message
     assert "choose" in check_curvature_prediction(..., measured=measured).message
-    missing = check_curvature_prediction("plain-56", measured={"plain20": 0.1})
-    assert not missing and "no Hessian ratios for both 56-layer nets" in missing.message
-    assert not check_curvature_prediction("plain", measured=measured)  # not one of the options
+    missing = check_curvature_prediction("plain", measured={"plain20": 0.1})
+    assert not missing and "no Hessian ratios of a plain/residual pair" in missing.message
+    assert not check_curvature_prediction("plain-56", measured=measured)  # not an option
+
+
+def test_the_curvature_prediction_reads_the_stored_results_by_itself():
+    from resnet_edu.locations import load_results
+
+    stored = {n: r["hessian"]["ratio"] for n, r in load_results("landscapes.json")["nets"].items()}
+    for choice in ("plain", "residual", "about the same"):
+        assert (check_curvature_prediction(choice).passed
+                == check_curvature_prediction(choice, measured=stored).passed)

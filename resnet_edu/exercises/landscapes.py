@@ -2,7 +2,7 @@
 
     check_filter_normalize(my_filter_normalize)   # Li et al.'s filter normalization
     check_line(my_line)                           # the loss along theta + alpha * d
-    check_curvature_prediction(choice, measured)  # which 56-layer net curves down more
+    check_curvature_prediction(choice)            # plain or residual: which curves down more
 """
 
 from __future__ import annotations
@@ -120,30 +120,39 @@ def check_line(fn: Callable[..., list[float]]) -> str:
            "are back where they were."
 
 
-CURVATURE_CHOICES = ("plain-56", "ResNet-56", "about the same")
+CURVATURE_CHOICES = ("plain", "residual", "about the same")
+PAIRS = (("plain56", "resnet56"), ("plain20", "resnet20"))  # the deepest measured pair decides
 
 
 @exercise
 def check_curvature_prediction(choice: object, measured: Mapping[str, float] | None = None
                                ) -> str:
-    """Which 56-layer net has the larger |lam_min / lam_max| at its trained weights: a
-    factor of 2 or more decides; closer than that counts as 'about the same'. `measured`:
-    the ratio per net name ("plain56", "resnet56"), from the stored bench run."""
-    what = "the net with more negative curvature at its minimum"
+    """Which net of the deepest plain/residual pair measured (56 layers, else 20) has the
+    larger |lam_min / lam_max| at its trained weights: a factor of 2 or more decides, closer
+    than that is 'about the same'. `measured`: the ratio per net name ("plain56", ...);
+    without it, the stored results of `bench/landscapes.py` (results/landscapes.json)."""
+    what = "the net with more negative curvature at its trained weights"
     if choice is Ellipsis:
         raise NotYet(f"choose {what} first: one of "
                      f"{', '.join(map(repr, CURVATURE_CHOICES))}")
-    if not measured or not {"plain56", "resnet56"} <= set(measured):
-        raise NotYet("the stored results hold no Hessian ratios for both 56-layer nets yet, so "
-                     "there is nothing to check your choice against; keep it, and compare it "
-                     "with the 20-layer pair above")
-    plain, residual = measured["plain56"], measured["resnet56"]
+    if measured is None:
+        from ..locations import load_results
+
+        measured = {name: r["hessian"]["ratio"]
+                    for name, r in load_results("landscapes.json")["nets"].items()}
+    pair = next((p for p in PAIRS if set(p) <= set(measured)), None)
+    if pair is None:
+        raise NotYet(f"the results hold no Hessian ratios of a plain/residual pair (they have "
+                     f"{sorted(measured)}), so there is nothing to check your choice against")
+    plain, residual = (measured[name] for name in pair)
     if plain >= 2 * residual:
-        right = "plain-56"
+        right = "plain"
     elif residual >= 2 * plain:
-        right = "ResNet-56"
+        right = "residual"
     else:
         right = "about the same"
-    return judge_choice(choice, right, CURVATURE_CHOICES, what=what,
-                        why=f"(|lam_min / lam_max|: plain-56 {plain:.3g}, ResNet-56 "
-                            f"{residual:.3g}; Li et al. find the plain net's far larger.)")
+    depth = pair[0].removeprefix("plain")
+    return judge_choice(choice, right, CURVATURE_CHOICES, what=f"{what} at {depth} layers",
+                        why=f"(|lam_min / lam_max|: plain-{depth} {plain:.3g}, ResNet-{depth} "
+                            f"{residual:.3g}. Li et al. find the plain net's far larger at 56 "
+                            "layers, and the two alike at 20.)")

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .data import ImageSet
+from .data import ImageSet, normalize
 from .evaluation import evaluate
 from .gradients import net_colors
 from .modes import mode
@@ -193,8 +193,6 @@ def hessian_extremes(model: nn.Module, images: ImageSet, iters: int = 30, seed: 
     eval mode) with respect to the model's parameters. The product H v is summed over batches
     of `batch_size` images, each weighted by its share, so memory does not grow with the
     number of images."""
-    from .data import normalize
-
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
     batches = [(normalize(images.images[i:i + batch_size].to(device)),

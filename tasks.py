@@ -190,13 +190,11 @@ def notebooks(paths: list[str]) -> int:
 
 
 def student(out: Path) -> int:
-    """Write student copies: same cells and slide metadata, outputs and counts cleared,
-    solutions left in their collapsed <details> cells. Needs only the standard library.
-
-    The copies go to OUT/notebooks/ beside a copy of results/, the same layout as the
-    repository, so cells that read ../results/ still find it."""
+    """Write student copies to OUT/notebooks/: same cells and slide metadata, outputs and
+    counts cleared, solutions left in their collapsed <details> cells. Needs only the standard
+    library. The stored results they plot ship inside the package, so nothing goes beside them.
+    """
     import json
-    import shutil
 
     if out.resolve() in (ROOT, ROOT / "notebooks"):
         print(f"student: OUT_DIR must not be the repository or its notebooks/ (got {out})")
@@ -213,8 +211,7 @@ def student(out: Path) -> int:
                                   for line in cell["source"]]
         (out / "notebooks" / path.name).write_text(
             json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    shutil.copytree(ROOT / "results", out / "results", dirs_exist_ok=True)
-    print(f"student copies in {out / 'notebooks'}, results/ beside them")
+    print(f"student copies in {out / 'notebooks'}")
     return 0
 
 

@@ -24,9 +24,9 @@ stored with and without it. Keeping the data on the device against a `DataLoader
 switch of `fit`; notebook 04's section 2 times the two loaders, and `bench/peer.py` runs the
 classic `DataLoader` recipe whole.
 
-Writes `results/ablations_<device>.json` (per variant and seed: validation accuracy with and
-without TTA, epochs, seconds), with the hardware, command and the machine's load
-(`idle.LoadGuard`).
+Writes `ablations_<device>.json` in `resnet_edu/shipped/results/` (per variant and seed:
+validation accuracy with and without TTA, epochs, seconds), with the hardware, command and the
+machine's load (`idle.LoadGuard`).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from idle import LoadGuard
 
 from resnet_edu.budget import parse_budget
 from resnet_edu.data import load_cifar10
+from resnet_edu.locations import device_results_file
 from resnet_edu.precision import resolve_amp
 from resnet_edu.recipe import build_model, preset
 from resnet_edu.runtime import cpu_description, device_name, environment_report, seed_everything
@@ -71,7 +72,8 @@ def main() -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--only", nargs="+", choices=list(VARIANTS), default=None)
     p.add_argument("--train-subset", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--out", default=None, help="default: results/ablations_<device>.json")
+    p.add_argument("--out", default=None,
+                   help="default: ablations_<device>.json in resnet_edu/shipped/results/")
     p.add_argument("--allow-busy", action="store_true",
                    help="write the JSON even if other programs used the CPU (it says so)")
     args = p.parse_args()
@@ -106,8 +108,7 @@ def main() -> int:
               "not_run": {"float32": "the CPU has no native bf16: the full recipe trains in "
                                      "float32 already"} if not native else {},
               "machine_load": guard.report(args.allow_busy)}
-    out = Path(args.out or f"results/ablations_{'cpu' if device.startswith('CPU') else 'gpu'}"
-               ".json")
+    out = Path(args.out) if args.out else device_results_file("ablations", device)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")
     return 0

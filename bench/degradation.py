@@ -6,7 +6,8 @@ one JSON file with the histories, the exact command and the hardware:
 
     python bench/degradation.py                        # the full recipe (use a GPU)
     python bench/degradation.py --epochs 5 --train-subset 3840 --batch-size 64 --lr 0.05 \
-        --test-subset 1000 --threads 1 --out results/degradation_cpu.json   # the stored CPU run
+        --test-subset 1000 --threads 1 \
+        --out resnet_edu/shipped/results/degradation_cpu.json   # the stored CPU run
 
 The paper trains for 164 epochs (64k iterations at batch 128) with lr 0.1, divided by 10 at
 32k and 48k iterations, weight decay 1e-4, momentum 0.9, crop + flip augmentation. The
@@ -31,6 +32,7 @@ from torch import nn
 
 from resnet_edu.data import Cifar10, data_label, load_cifar10, load_sample, normalize
 from resnet_edu.gradients import gradient_norms
+from resnet_edu.locations import RESULTS_DIR
 from resnet_edu.models import cifar_resnet, count_parameters
 from resnet_edu.recipe import TrainConfig
 from resnet_edu.runtime import default_device, environment_report, seed_everything
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch CPU threads (1 is fastest on a CPU shared with other jobs)")
     parser.add_argument("--nets", nargs="+", default=list(NETS), choices=list(NETS))
     parser.add_argument("--quick", action="store_true", help="tiny run on the shipped sample")
-    parser.add_argument("--out", default="results/degradation.json")
+    parser.add_argument("--out", default=str(RESULTS_DIR / "degradation.json"))
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -51,6 +51,7 @@ from resnet_edu.landscape import (
     line,
     local_minima,
 )
+from resnet_edu.locations import SHIPPED_DIR
 from resnet_edu.pretrained import initial, load_pretrained, manifest, sha256
 from resnet_edu.runtime import cpu_description, environment_report
 
@@ -138,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights-dir", default=None,
                    help="read <net>.pt state_dicts from here instead of the shipped weights")
     p.add_argument("--out-dir", default=None,
-                   help="where runs/ and results/ are written (default: the repository; "
-                        "with --quick, runs/landscapes-quick/, so a check never replaces the "
-                        "stored results)")
+                   help="where runs/ and results/ are written (default: runs/ of the "
+                        "repository and results/ in resnet_edu/shipped/; with --quick, "
+                        "runs/landscapes-quick/, so a check never replaces the stored results)")
     p.add_argument("--quick", action="store_true",
                    help="the shipped sample, 64 images, a 5 x 5 grid: a check of the script")
     args = p.parse_args(argv)
@@ -196,8 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         "torch": environment_report()["torch"], "paper": LI_ET_AL, "nets": nets,
         "machine_load": guard.report(allow_busy=True),
     }
-    (out / "results").mkdir(parents=True, exist_ok=True)
-    target = out / "results" / "landscapes.json"
+    shipped = out if (args.out_dir or args.quick) else SHIPPED_DIR
+    (shipped / "results").mkdir(parents=True, exist_ok=True)
+    target = shipped / "results" / "landscapes.json"
     target.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {target}")
     return 0

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import nbformat
 
+from resnet_edu.locations import RESULTS_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 
@@ -93,7 +95,7 @@ def main() -> int:
     mode.add_argument("--quick", action="store_true", help="execute with QUICK on (CI=true)")
     mode.add_argument("--committed", action="store_true", help="read the committed timings")
     ap.add_argument("notebooks", nargs="*", help="default: every notebook")
-    ap.add_argument("--out", type=Path, default=ROOT / "results" / "notebook_timings.json")
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR / "notebook_timings.json")
     args = ap.parse_args()
 
     paths = [Path(p).resolve() for p in args.notebooks] or sorted(NOTEBOOKS.glob("*.ipynb"))
@@ -122,7 +124,7 @@ def main() -> int:
         }
         args.out.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
-    if args.out == ROOT / "results" / "notebook_timings.json":
+    if args.out == RESULTS_DIR / "notebook_timings.json":
         update_guide(record)
         update_readme(record)
     return 0

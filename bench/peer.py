@@ -16,9 +16,10 @@ training images, with the same budget:
   steps, with the test evaluation at the end counted in);
 - float32, contiguous memory, no label smoothing, no test-time augmentation.
 
-Both runs go in one JSON, `results/peer_<device>.json`, with their accuracies, wall times,
-images per second and the ratio, the hardware (CPU model and bf16 support), the commands and
-the machine's load (`idle.LoadGuard`: no JSON when another program used the CPU).
+Both runs go in one JSON, `peer_<device>.json` in `resnet_edu/shipped/results/`, with their
+accuracies, wall times, images per second and the ratio, the hardware (CPU model and bf16
+support), the commands and the machine's load (`idle.LoadGuard`: no JSON when another program
+used the CPU).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from idle import LoadGuard
 
 from resnet_edu.budget import parse_budget
 from resnet_edu.data import ImageSet, load_cifar10
+from resnet_edu.locations import device_results_file
 from resnet_edu.recipe import build_model, preset
 from resnet_edu.runtime import cpu_description, device_name, environment_report
 
@@ -146,7 +148,8 @@ def main() -> int:
     p.add_argument("--budget", default="10m", help="the same budget for both, e.g. 10m, 180s")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-dir", default="runs/peer", help="our run's checkpoint and history")
-    p.add_argument("--out", default=None, help="default: results/peer_<device>.json")
+    p.add_argument("--out", default=None,
+                   help="default: peer_<device>.json in resnet_edu/shipped/results/")
     p.add_argument("--allow-busy", action="store_true",
                    help="write the JSON even if other programs used the CPU (it says so)")
     p.add_argument("--classic-only", action="store_true", help=argparse.SUPPRESS)
@@ -180,7 +183,7 @@ def main() -> int:
         "images_per_s_ratio": round(mine["images_per_s"] / theirs["images_per_s"], 2),
         "machine_load": guard.report(args.allow_busy),
     }
-    out = Path(args.out or f"results/peer_{'cpu' if device.startswith('CPU') else 'gpu'}.json")
+    out = Path(args.out) if args.out else device_results_file("peer", device)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"ours {mine['test_acc']:.4f} in {mine['wall_s']:.0f} s, classic "

@@ -7,8 +7,8 @@ Builds the preset's parts exactly as `fit` does (`make_parts`: on-device loader,
 autocast where the CPU has it natively, channels_last), times `--steps` steps at each crop
 size the preset trains at (after 5 untimed warm-up steps per size, which pay for kernel
 selection and memory allocation), and splits each step with wall-clock timers. Writes
-`results/profile_step_<device>.json` with the hardware (CPU model and bf16 support), command
-and the machine's load (`idle.LoadGuard`).
+`profile_step_<device>.json` in `resnet_edu/shipped/results/` with the hardware (CPU model and
+bf16 support), command and the machine's load (`idle.LoadGuard`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from idle import LoadGuard
 
 from resnet_edu.data import load_cifar10, load_cifar10_or_sample
+from resnet_edu.locations import device_results_file
 from resnet_edu.precision import autocast
 from resnet_edu.recipe import build_model, preset
 from resnet_edu.runtime import cpu_description, device_name, environment_report, seed_everything
@@ -86,7 +87,7 @@ def main() -> int:
               "torch": environment_report()["torch"], "autocast": str(parts.dtype),
               "batch_size": config.batch_size, "steps": args.steps, "per_crop_size": rows,
               "machine_load": guard.report(args.allow_busy)}
-    out = Path(f"results/profile_step_{'cpu' if device.startswith('CPU') else 'gpu'}.json")
+    out = device_results_file("profile_step", device)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")
     return 0

@@ -15,8 +15,10 @@ import json
 import sys
 from pathlib import Path
 
+from resnet_edu.locations import RESULTS_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "results"
+RESULTS = RESULTS_DIR
 START, END = "<!-- benchmark table: bench/readme_table.py -->", "<!-- end of benchmark table -->"
 HEADER = "| what | command | hardware | result |\n|---|---|---|---|"
 

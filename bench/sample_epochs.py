@@ -9,7 +9,8 @@ only memorise those images. This trains the `cpu` preset (no budget) for each le
 standard error of the best (with 200 validation images that error is about 3.5 points, so
 finer differences are noise): the choice is made on the validation split, never on the test
 images.
-Writes `results/sample_epochs.json` (accuracies, seconds, hardware, command, load).
+Writes `resnet_edu/shipped/results/sample_epochs.json` (accuracies, seconds, hardware, command,
+load).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from idle import LoadGuard
 
 from resnet_edu.data import load_sample
+from resnet_edu.locations import RESULTS_DIR
 from resnet_edu.recipe import build_model, preset
 from resnet_edu.runtime import cpu_description, environment_report, seed_everything
 from resnet_edu.train import fit
@@ -34,7 +36,7 @@ from resnet_edu.train import fit
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, nargs="+", default=[10, 20, 40])
-    p.add_argument("--out", default="results/sample_epochs.json")
+    p.add_argument("--out", default=str(RESULTS_DIR / "sample_epochs.json"))
     p.add_argument("--allow-busy", action="store_true",
                    help="write the JSON even if other programs used the CPU (it says so)")
     args = p.parse_args()

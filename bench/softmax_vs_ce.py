@@ -1,9 +1,9 @@
 """Softmax in forward + CrossEntropyLoss vs logits + CrossEntropyLoss, on the CIFAR-10 sample.
 
-The same small ResNet (`resnet_edu.exercises.bugs.TinyResNet`, widths 16/32/64), the same
+The same small ResNet (`resnet_edu.course.suspects.TinyResNet`, widths 16/32/64), the same
 seed and the same recipe (`resnet_edu.train.fit`, the "smoke" preset without label
 smoothing); the only difference is `SoftmaxResNet`'s `softmax` at the end of `forward`. Writes
-results/softmax_vs_ce.json, which notebook 05 plots.
+resnet_edu/shipped/results/softmax_vs_ce.json, which notebook 05 plots.
 
     python bench/softmax_vs_ce.py [--epochs 10] [--seeds 0]
 """
@@ -14,16 +14,16 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
+from resnet_edu.course import suspects
 from resnet_edu.data import load_sample
 from resnet_edu.evaluation import evaluate
-from resnet_edu.exercises import bugs
+from resnet_edu.locations import RESULTS_DIR
 from resnet_edu.recipe import preset
 from resnet_edu.runtime import default_device, environment_report, seed_everything
 from resnet_edu.train import fit
 
-OUT = Path(__file__).resolve().parents[1] / "results" / "softmax_vs_ce.json"
+OUT = RESULTS_DIR / "softmax_vs_ce.json"
 
 
 def main(argv: list[str]) -> int:
@@ -37,9 +37,10 @@ def main(argv: list[str]) -> int:
                     channels_last=False)
     runs = []
     for seed in args.seeds:
-        for name, cls in (("logits + CE", bugs.TinyResNet), ("softmax + CE", bugs.SoftmaxResNet)):
+        for name, cls in (("logits + CE", suspects.TinyResNet),
+                          ("softmax + CE", suspects.SoftmaxResNet)):
             seed_everything(seed)
-            model = cls(bugs.GoodBlock, widths=(16, 32, 64))
+            model = cls(suspects.GoodBlock, widths=(16, 32, 64))
             start = time.perf_counter()
             history = fit(model, data, config, device=device, progress=False, verbose=False)
             test = evaluate(model, data.test, device=device)

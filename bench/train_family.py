@@ -49,6 +49,7 @@ import torch
 from resnet_edu.checkpoints import load_checkpoint
 from resnet_edu.data import load_cifar10, load_sample
 from resnet_edu.evaluation import evaluate
+from resnet_edu.locations import SHIPPED_DIR
 from resnet_edu.models import count_parameters
 from resnet_edu.pretrained import FAMILY, build, family_recipe, initial, sha256
 from resnet_edu.runtime import environment_report
@@ -85,7 +86,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
     fixed = data.train.subset(slice(0, 500 if args.quick else TRAIN_SUBSET))
     status = 0
     for name in args.nets:
-        folder = Path(args.out_dir) / "runs" / "family" / name
+        folder = Path(args.out_dir or ".") / "runs" / "family" / name
         folder.mkdir(parents=True, exist_ok=True)
         model = initial(name, config.seed)  # seeded: the same start on every machine
         before = os.getloadavg()
@@ -109,7 +110,8 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
 def ship(args: argparse.Namespace, argv: list[str]) -> int:
     data = load_sample() if args.quick else load_cifar10(args.data_dir)
     sample = load_sample()
-    out = Path(args.out_dir)
+    out = Path(args.out_dir or ".")
+    shipped = Path(args.out_dir) if args.out_dir else SHIPPED_DIR  # results/ and weights/
     env = environment_report()
     nets, manifest = {}, {}
     for name in FAMILY:
@@ -121,7 +123,7 @@ def ship(args: argparse.Namespace, argv: list[str]) -> int:
                              "`python bench/train_family.py train` to finish it first")
         model = build(name)
         model.load_state_dict(state["model"])
-        path = out / "weights" / f"{name}.pt"
+        path = shipped / "weights" / f"{name}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(fp16_state_dict(model), path)
         shipped = build(name)  # what a user gets: the fp16 weights in a float32 net
@@ -168,11 +170,12 @@ def ship(args: argparse.Namespace, argv: list[str]) -> int:
                             "images, without augmentation, after each epoch",
         "paper_note": PAPER_NOTE, "nets": nets,
     }
-    (out / "results").mkdir(parents=True, exist_ok=True)
-    (out / "results" / "family.json").write_text(json.dumps(results, indent=1) + "\n")
-    (out / "weights" / "manifest.json").write_text(
+    (shipped / "results").mkdir(parents=True, exist_ok=True)
+    (shipped / "results" / "family.json").write_text(json.dumps(results, indent=1) + "\n")
+    (shipped / "weights" / "manifest.json").write_text(
         json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {out / 'results' / 'family.json'} and {out / 'weights' / 'manifest.json'}")
+    print(f"wrote {shipped / 'results' / 'family.json'} and "
+          f"{shipped / 'weights' / 'manifest.json'}")
     return 0
 
 
@@ -184,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--nets", nargs="+", default=list(FAMILY), choices=list(FAMILY))
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--out-dir", default=".", help="runs/, weights/ and results/ go under it")
+    p.add_argument("--out-dir", default=None,
+                   help="runs/, weights/ and results/ go under it (default: runs/ of the "
+                        "repository, weights/ and results/ in resnet_edu/shipped/)")
     p.add_argument("--quick", action="store_true", help="seconds, on the shipped sample")
     args = p.parse_args(argv)
     if args.threads is not None:

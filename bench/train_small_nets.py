@@ -44,6 +44,7 @@ from train_family import fp16_state_dict, sha256  # the family's script ships th
 
 from resnet_edu.data import load_cifar10, load_sample
 from resnet_edu.evaluation import evaluate
+from resnet_edu.locations import SHIPPED_DIR
 from resnet_edu.models import count_parameters
 from resnet_edu.pretrained import NETS, build, small_nets_recipe
 from resnet_edu.runtime import default_device, environment_report, seed_everything
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--amp", default="off", help="mixed precision: off, auto, bf16, fp16")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--nets", nargs="+", default=list(NETS), choices=list(NETS))
-    p.add_argument("--out-dir", default=".", help="writes weights/ and results/ under it")
+    p.add_argument("--out-dir", default=None,
+                   help="writes weights/ and results/ under it (default: resnet_edu/shipped/)")
     p.add_argument("--quick", action="store_true", help="seconds, on the shipped sample")
     args = p.parse_args(argv)
     if args.threads is not None:
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     env = environment_report()
     hardware = (f"{env['device_name']} on a machine with {os.cpu_count()} CPU cores"
                 if device.type == "cpu" else env["device_name"])
-    out = Path(args.out_dir)
+    out = Path(args.out_dir) if args.out_dir else SHIPPED_DIR
     (out / "weights").mkdir(parents=True, exist_ok=True)
     (out / "results").mkdir(parents=True, exist_ok=True)
     results_path = out / "results" / "small_nets.json"

@@ -1,4 +1,4 @@
-"""Make the small CIFAR-10 sample in data/cifar10-sample/ from a full copy.
+"""Make the small CIFAR-10 sample in resnet_edu/shipped/cifar10-sample/ from a full copy.
 
     python data/make_sample.py [FULL_COPY_DIR]
 

@@ -9,7 +9,7 @@ Where the data comes from, in order:
 A directory may be the `cifar-10-batches-py` folder itself or the folder that holds it.
 The layout is read directly (not through torchvision's class) so any faithful copy works,
 checksums aside. `load_sample()` reads the small sample that ships with the package
-(`data/cifar10-sample/` in the repository), which the tests and the quick notebook settings
+(`resnet_edu/shipped/cifar10-sample/`), which the tests and the quick notebook settings
 use; `load_cifar10_or_sample()` falls back to it, saying so, when the full set is missing.
 """
 
@@ -36,7 +36,7 @@ LAYOUT = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILES = ("test_batch",)
 DEFAULT_DIR = default_data_dir()  # data/cifar10 in a checkout, else the user cache folder
-SAMPLE_DIR = shipped("cifar10-sample")  # the repository's copy, or the installed package's
+SAMPLE_DIR = shipped("cifar10-sample")
 # per-channel mean and std of the CIFAR-10 training images, in [0, 1] units
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)

@@ -6,7 +6,7 @@ came from, and every module call around them.
 method and operator the Python code calls (`F.relu`, `x.relu()`, `out += x`, a module's own
 `F.conv2d`), and forward hooks on every module say which module is running. Only tensors
 that come from the input get nodes: parameters, buffers and constants are not part of the
-data flow. `resnet_edu.residual` reads the residual additions out of the graph.
+data flow. `resnet_edu.residual_trace` reads the residual additions out of the graph.
 
 What it cannot see: code that does not run torch ops from Python while traced (TorchScript
 modules) and data that leaves torch on the way (`.numpy()`, `.tolist()`); then the output is

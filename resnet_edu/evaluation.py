@@ -2,14 +2,11 @@
 per-class accuracy, worst mistakes.
 
 `evaluate` gives loss and accuracy (optionally with test-time flips), `predict` the class
-probabilities the other numbers come from; each has a plot for the notebook. Plus the two
-pictures of the data itself: an image grid and the class balance.
+probabilities the other numbers come from. Their figures, and the two pictures of the data
+itself (an image grid, the class balance), are in `resnet_edu.plots`.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
@@ -111,91 +108,3 @@ def top_confusions(matrix: torch.Tensor, k: int = 4) -> list[tuple[int, int, int
     n = len(matrix)
     pairs = [(a, b, int(matrix[a, b] + matrix[b, a])) for a in range(n) for b in range(a + 1, n)]
     return sorted(pairs, key=lambda t: -t[2])[:k]
-
-
-def plot_confusion_matrix(matrix: torch.Tensor, classes: Sequence[str] = CLASSES,
-                          title: str = "Confusion matrix") -> Any:
-    """The matrix as row-normalized percentages (each row: where that class's images went)."""
-    import matplotlib.pyplot as plt
-
-    share = 100 * matrix.double() / matrix.sum(1, keepdim=True).clamp_min(1)
-    fig, ax = plt.subplots(figsize=(7.5, 6.5))
-    im = ax.imshow(share.numpy(), cmap="Blues", vmin=0, vmax=100)
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            v = share[i, j].item()
-            ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=8,
-                    color="white" if v > 50 else "black")
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set(xlabel="predicted class", ylabel="true class", title=title)
-    fig.colorbar(im, ax=ax, label="share of the true class's images (%)")
-    fig.tight_layout()
-    return fig
-
-
-def plot_per_class_accuracy(accuracy: torch.Tensor, classes: Sequence[str] = CLASSES,
-                            title: str = "Per-class accuracy") -> Any:
-    """Horizontal bars, one per class, with the mean as a dashed line."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    values = (100 * accuracy).tolist()
-    ax.barh(list(classes), values, color="tab:blue", label="class accuracy")
-    mean = sum(values) / len(values)
-    ax.axvline(mean, color="k", linestyle="--", label=f"mean {mean:.1f}%")
-    ax.set(xlabel="accuracy (%)", ylabel="class", title=title, xlim=(0, 100))
-    ax.invert_yaxis()
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)  # below, off the bars
-    fig.tight_layout()
-    return fig
-
-
-def plot_images(data: ImageSet, indices: Sequence[int] | torch.Tensor, ncols: int = 8,
-                captions: Sequence[str] | None = None, title: str = "") -> Any:
-    """A grid of images (uint8, as stored) with a caption under each."""
-    import matplotlib.pyplot as plt
-
-    indices = [int(i) for i in indices]
-    nrows = max(1, -(-len(indices) // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 2.2 * nrows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for n, (ax, i) in enumerate(zip(axes.flat, indices, strict=False)):
-        ax.imshow(data.images[i].permute(1, 2, 0).numpy())  # (32, 32, 3) for imshow
-        caption = captions[n] if captions is not None else CLASSES[int(data.labels[i])]
-        ax.set_title(caption, fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def plot_mistakes(data: ImageSet, probs: torch.Tensor, indices: torch.Tensor,
-                  ncols: int = 8, title: str | None = None) -> Any:
-    """The given mistakes with 'predicted (confidence) / true (its probability)' captions."""
-    confidence, predicted = probs.max(1)
-    captions = [f"{CLASSES[predicted[i]]} {100 * confidence[i]:.0f}%\n"
-                f"(true: {CLASSES[data.labels[i]]} {100 * probs[i, data.labels[i]]:.0f}%)"
-                for i in indices.tolist()]
-    return plot_images(data, indices, ncols, captions,
-                       title=title or "Mistakes: predicted class (probability), "
-                                      "true class (probability)")
-
-
-def plot_class_balance(sets: dict[str, ImageSet], classes: Sequence[str] = CLASSES) -> Any:
-    """Images per class in each split, as grouped bars."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 3.5))
-    width = 0.8 / max(1, len(sets))
-    for k, (name, s) in enumerate(sets.items()):
-        counts = torch.bincount(s.labels, minlength=len(classes)).tolist()
-        ax.bar([i + k * width for i in range(len(classes))], counts, width, label=name)
-    ax.set_xticks([i + width * (len(sets) - 1) / 2 for i in range(len(classes))], classes,
-                  rotation=30, ha="right")
-    ax.set(xlabel="class", ylabel="images", title="Class balance per split")
-    ax.set_ylim(0, 1.3 * max(int(torch.bincount(s.labels).max()) for s in sets.values()))
-    ax.legend(loc="upper center", ncol=len(sets))
-    fig.tight_layout()
-    return fig

@@ -7,29 +7,24 @@ forward and backward pass and returns, for every conv/linear weight in the order
 pass uses them (depth order), the L2 norm of dLoss/dW; optionally also the norm of dLoss/dy
 at each block output y, caught with forward hooks. The model is left exactly as it was: no
 `.grad` is written, BatchNorm running statistics are restored, the hooks are removed and the
-train/eval mode is put back. `plot_norms_vs_depth` draws several nets' norms on one log axis
-(a gradient's scale varies over orders of magnitude, so only a log axis shows it), in the
-one colour per net (`net_color`) that every figure of the series uses.
+train/eval mode is put back. `resnet_edu.plots.plot_norms_vs_depth` draws several nets' norms
+on one log axis (a gradient's scale varies over orders of magnitude, so only a log axis shows
+it).
 """
 
 from __future__ import annotations
 
 import math
-import re
 import statistics
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from .blocks import ResidualBlock
 from .modes import mode
-from .residual import residual_block_names
 from .runtime import supports_float64
-
-if TYPE_CHECKING:  # matplotlib loads on the first plot
-    from matplotlib.axes import Axes
 
 WEIGHT, ACTIVATION = "weight", "activation"
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -106,14 +101,11 @@ def is_weight_layer(module: nn.Module) -> bool:
     return isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))
 
 
-def find_blocks(model: nn.Module, images: torch.Tensor) -> Callable[[nn.Module], bool]:
-    """Which modules' outputs `gradient_norms` follows: the residual blocks, as tracing
-    `model(images)` finds them (`resnet_edu.residual`), and the plain twins of
-    `resnet_edu.blocks` (a block with its addition removed, marked `residual = False`), so a
-    plain net is measured at the same places as its residual twin."""
-    names = set(residual_block_names(model, images))
-    found = {m for n, m in model.named_modules() if n in names}
-    return lambda m: m in found or getattr(m, "residual", None) is False
+def is_residual_block(module: nn.Module) -> bool:
+    """The modules whose outputs `gradient_norms` follows by default: the package's own blocks
+    (`resnet_edu.blocks.ResidualBlock`, their plain twins included), so a plain net is measured
+    at the same places as its residual twin. For blocks written elsewhere pass `is_block=`."""
+    return isinstance(module, ResidualBlock)
 
 
 def _check_inputs(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> None:
@@ -145,13 +137,13 @@ def gradient_norms(
 
     Weight rows: ||dL/dW|| for every conv/linear layer the forward pass calls, in call order
     (depth 1 = the stem conv, the last row = the classifier). With `activations=True` also
-    ||dL/dy|| at every block output y (`is_block` picks the blocks). `train_mode=True` runs
+    ||dL/dy|| at every block output y (`is_block` picks the blocks; by default the package's
+    `ResidualBlock`s). `train_mode=True` runs
     BatchNorm on batch statistics, as during training. Norms are accumulated in float64, so
     tiny gradients are not lost to float32 underflow in the sum of squares.
     """
     _check_inputs(model, images, labels)
-    if activations and is_block is None:
-        is_block = find_blocks(model, images)
+    is_block = is_block or is_residual_block
     # BN running stats are updated by a train-mode forward: keep copies to put back
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     called: list[tuple[str, nn.Module]] = []
@@ -271,70 +263,3 @@ def compare_nets(builders: Mapping[str, Callable[[], nn.Module]], images: torch.
         torch.manual_seed(seed)
         out[name] = gradient_norms(build(), images, labels, activations=activations)
     return out
-
-
-# --- figures ------------------------------------------------------------------------------
-
-# one colour per net, the same in every figure: plain nets red, residual nets blue, darker
-# for deeper. The shade comes from the depth in the net's name ("plain-56", "ResNet-110").
-_DEPTHS = (20, 32, 44, 56, 110)
-_PLAIN = ("#f4a582", "#e58368", "#d6604d", "#a50f15", "#67001f")
-_RESIDUAL = ("#92c5de", "#6baed6", "#4393c3", "#2166ac", "#053061")
-
-
-def net_color(name: str, rank: int | None = None) -> str:
-    """The colour of net `name`: red shades for 'plain...', blue otherwise; the shade is set
-    by the depth in the name (20, 32, 44, 56, 110: light to dark), so a net has the same
-    colour in every figure. `rank` (0 = shallowest) only for names without a known depth."""
-    palette = _PLAIN if name.lower().startswith("plain") else _RESIDUAL
-    found = re.search(r"(\d+)", name)
-    depth = int(found.group(1)) if found else None
-    if depth in _DEPTHS:
-        return palette[_DEPTHS.index(depth)]
-    return palette[min(rank or 0, len(palette) - 1)]
-
-
-def net_colors(names: Sequence[str]) -> dict[str, str]:
-    """Colours for the nets, by name; nets without a known depth ranked in the order given."""
-    ranks = {"plain": 0, "residual": 0}
-    out = {}
-    for name in names:
-        family = "plain" if name.lower().startswith("plain") else "residual"
-        out[name] = net_color(name, 2 * ranks[family])
-        ranks[family] += 1
-    return out
-
-
-def plot_norms_vs_depth(tables: Mapping[str, GradientNorms], kind: str = WEIGHT,
-                        ax: Axes | None = None, title: str | None = None) -> Axes:
-    """Per-layer gradient norm against depth (layer 1 = input side), one line per net.
-
-    Norms that are exactly 0 (float32 underflow) cannot sit on a log axis: they are left
-    out and the legend says so.
-    """
-    import matplotlib.pyplot as plt
-
-    if not tables:
-        raise ValueError("expected at least one net's GradientNorms, got none")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(8, 4.5))
-    colors = net_colors(list(tables))
-    for name, table in tables.items():
-        rows = table.of_kind(kind)
-        depth = [r.depth for r in rows if r.norm > 0]
-        norm = [r.norm for r in rows if r.norm > 0]
-        zeros = len(rows) - len(norm)
-        label = name + (f" ({zeros} of {len(rows)} are 0: underflow)" if zeros else "")
-        (line,) = ax.plot(depth, norm, marker=".", markersize=4, linewidth=1.5,
-                          color=colors[name], label=label)
-        if not norm:  # nothing to draw: keep the legend entry visible
-            line.set_linestyle(":")
-    ax.set_yscale("log")
-    what = r"$\|\partial E/\partial W\|_F$" if kind == WEIGHT else r"$\|\partial E/\partial y\|_F$"
-    unit = "conv/fc layer" if kind == WEIGHT else "block"
-    ax.set_xlabel(f"depth ({unit} index, 1 = next to the input)")
-    ax.set_ylabel(f"gradient norm {what} (log scale)")
-    ax.set_title(title or f"Per-{unit.split('/')[-1]} gradient norm vs depth")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    return ax

@@ -22,21 +22,15 @@ negative curvature (their Fig. 7).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .data import ImageSet, normalize
 from .evaluation import evaluate
-from .gradients import net_colors
 from .modes import mode
-from .pretrained import DISPLAY_NAMES
-
-if TYPE_CHECKING:
-    from matplotlib.axes import Axes
 
 Direction = list[torch.Tensor]  # one tensor per parameter of the model, in `parameters()` order
 
@@ -211,93 +205,6 @@ def hessian_extremes(model: nn.Module, images: ImageSet, iters: int = 30, seed: 
     with mode(model, train=False):
         ritz = lanczos(hvp, params, iters, seed)
     return float(ritz[-1]), float(ritz[0])
-
-
-# --- figures (notebook 07) -----------------------------------------------------------------
-# The contour levels of Li et al.'s plotting code (vmin 0.1, vmax 10, a level every 0.5), the
-# same for every net, so that crowded lines mean a steep landscape in every panel.
-LEVELS = tuple(round(0.1 + 0.5 * i, 2) for i in range(20))
-
-
-def _name(net: str) -> str:
-    return DISPLAY_NAMES.get(net, net)
-
-
-def plot_lines(nets: Mapping[str, Mapping[str, Any]], key: str = "random_line",
-               ax: Axes | None = None) -> Axes:
-    """The training loss along each net's 1-D line (log scale): `key` is "random_line" (a
-    filter-normalized random direction, alpha = 0 at the trained weights) or "init_line"
-    (Goodfellow et al.: alpha = 0 at the initial weights, 1 at the trained ones)."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4))
-    colors = net_colors([_name(n) for n in nets])
-    for net, result in nets.items():
-        ax.plot(result[key]["alpha"], result[key]["loss"], marker=".", markersize=3,
-                color=colors[_name(net)], label=_name(net))
-    ax.set_yscale("log")
-    ax.set_ylabel("training loss (cross-entropy, log scale)")
-    if key == "init_line":
-        ax.set_xlabel(r"$\alpha$: $\theta_0 + \alpha(\theta - \theta_0)$ "
-                      "(0 = initial, 1 = trained)")
-        ax.set_title("From the initial to the trained weights (Goodfellow et al. 2015)")
-        for x in (0, 1):
-            ax.axvline(x, color="0.6", linewidth=0.8, linestyle="--")
-    else:
-        ax.set_xlabel(r"$\alpha$: $\theta + \alpha\, d$ (d filter-normalized, "
-                      "0 = trained)")
-        ax.set_title("Loss along one random filter-normalized direction (Li et al. 2018)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    return ax
-
-
-def plot_contours(nets: Mapping[str, Mapping[str, Any]], levels: Sequence[float] = LEVELS,
-                  title: str | None = None) -> Any:
-    """The 2-D loss surfaces side by side, one panel per net, with the same contour levels
-    (Li et al.'s Fig. 5); the trained weights sit at (0, 0). Returns the figure."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(nets), figsize=(3.3 * len(nets), 3.5), squeeze=False,
-                             constrained_layout=True)
-    for ax, (net, result) in zip(axes[0], nets.items(), strict=True):
-        surface = result["grid"]
-        loss = torch.as_tensor(surface["loss"], dtype=torch.float64)
-        a, b = (torch.as_tensor(surface[k], dtype=torch.float64) for k in ("alpha", "beta"))
-        # loss[i, j] is at (alpha_i, beta_j): alpha runs along the x axis
-        drawn = ax.contour(a.numpy(), b.numpy(), loss.T.numpy(), levels=list(levels),
-                           cmap="viridis", linewidths=0.8)
-        ax.clabel(drawn, drawn.levels[::4], fontsize=6)
-        ax.plot(0, 0, marker="+", color="k")
-        ax.set_title(f"{_name(net)}: loss {float(loss.min()):.2g} to {float(loss.max()):.3g}",
-                     fontsize=9)
-        ax.set_xlabel(r"$\alpha$ (along $d_1$)")
-        ax.set_aspect("equal")
-    axes[0][0].set_ylabel(r"$\beta$ (along $d_2$)")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return fig
-
-
-def plot_hessian_ratios(nets: Mapping[str, Mapping[str, Any]], ax: Axes | None = None) -> Axes:
-    """|lam_min / lam_max| of each net's Hessian at its trained weights, on a linear axis from
-    0 (as Li et al.'s Fig. 7 colours it): near 0 where the landscape is nearly convex there,
-    large where it curves down strongly."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 3.5))
-    names = [_name(n) for n in nets]
-    colors = net_colors(names)
-    ratios = [r["hessian"]["ratio"] for r in nets.values()]
-    bars = ax.bar(names, ratios, color=[colors[n] for n in names])
-    ax.bar_label(bars, [f"{r:.3g}" for r in ratios], fontsize=8)
-    ax.set_ylim(0, 1.15 * max([*ratios, 1e-3]))
-    ax.set_ylabel(r"$|\lambda_{min} / \lambda_{max}|$")
-    ax.set_title("Negative against positive curvature at the trained weights")
-    ax.grid(True, axis="y", alpha=0.3)
-    return ax
 
 
 def local_minima(loss: Sequence[Sequence[float]] | torch.Tensor) -> int:

@@ -1,64 +1,46 @@
-"""Where files live: the repository checkout, the files shipped in the package, the user cache.
+"""Where files live: the files shipped in the package, the repository checkout, the user cache.
 
-Read-only files, one source each: the small CIFAR-10 sample (`data/cifar10-sample/`), the
-stored results the notebooks plot (`results/`) and the small trained nets (`weights/`, see
-`resnet_edu.pretrained`) sit at the top of the repository. In a
-checkout (the editable install `python3 tasks.py` makes) they are read from there. A built
-wheel carries copies in `resnet_edu/_shipped/`, which the build step in `setup.py` makes,
-and `importlib.resources` finds them from any working directory (Colab, `pip install`).
+Read-only files ship inside the package as ordinary package data, in `resnet_edu/shipped/`:
+the small CIFAR-10 sample (`cifar10-sample/`), the stored results the notebooks plot
+(`results/`, written by the scripts in `bench/`) and the small trained nets (`weights/`, see
+`resnet_edu.pretrained`). A checkout and an installed wheel read the same folder, next to
+this file.
 
 Written files (a CIFAR-10 download, training runs) go to a user-writable folder, never into
 the installed package: `data/cifar10/` and `runs/` in a checkout, else the per-user cache
 folder `$XDG_CACHE_HOME/resnet-edu/` (`~/.cache/resnet-edu/` when that variable is unset).
-
-This module uses only the standard library, so `setup.py` can read `SHIPPED` from it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-PACKAGE = "resnet_edu"
-SHIPPED_DIR = "_shipped"  # the folder inside the installed package
-# shipped name -> its source folder in the repository, and the files of it that ship
-SHIPPED: dict[str, tuple[str, tuple[str, ...]]] = {
-    "cifar10-sample": ("data/cifar10-sample", ("cifar-10-batches-py/*",)),
-    "results": ("results", ("*.json", "*.jsonl")),
-    "weights": ("weights", ("*.pt", "manifest.json")),
-}
+SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
+SHIPPED = ("cifar10-sample", "results", "weights")  # the folders in it
+RESULTS_DIR = SHIPPED_DIR / "results"  # where the scripts in bench/ write
 CACHE_NAME = "resnet-edu"
 
 
 def checkout_root() -> Path | None:
-    """The repository this package is imported from, or None for an installed package."""
+    """The repository this package is imported from (the editable install `python3 tasks.py`
+    makes), or None for an installed wheel: where written files go, not where shipped ones are
+    read."""
     root = Path(__file__).resolve().parents[1]
-    is_checkout = (root / "pyproject.toml").is_file() and all(
-        (root / source).is_dir() for source, _ in SHIPPED.values())
-    return root if is_checkout else None
+    return root if (root / "pyproject.toml").is_file() and (root / "notebooks").is_dir() else None
 
 
 def shipped(name: str) -> Path:
-    """The folder of a shipped file set ('cifar10-sample', 'results' or 'weights'): the repository's
-    own folder in a checkout, else the copy inside the installed package."""
+    """The folder of a shipped file set: 'cifar10-sample', 'results' or 'weights'."""
     if name not in SHIPPED:
-        raise ValueError(f"name must be one of {sorted(SHIPPED)}, got {name!r}")
-    root = checkout_root()
-    if root is not None:
-        path = root / SHIPPED[name][0]
-    else:
-        found = resources.files(PACKAGE) / SHIPPED_DIR / name
-        if not isinstance(found, Path):  # e.g. a zipped package: no folder on disk to read
-            raise FileNotFoundError(f"expected {PACKAGE} installed as files on disk, so that "
-                                    f"its {name} can be read; got {found!r}")
-        path = found
+        raise ValueError(f"name must be one of {list(SHIPPED)}, got {name!r}")
+    path = SHIPPED_DIR / name
     if not path.is_dir():
         raise FileNotFoundError(
-            f"the {name} files that ship with {PACKAGE} are missing: expected the folder "
-            f"{path}; reinstall the package (or, in a checkout, restore {SHIPPED[name][0]}/)")
+            f"the {name} files that ship with resnet_edu are missing: expected the folder "
+            f"{path}; reinstall the package (or, in a checkout, restore it with git)")
     return path
 
 
@@ -79,6 +61,13 @@ def load_results(name: str) -> Any:
     if name.endswith(".jsonl"):
         return [json.loads(line) for line in text.splitlines() if line.strip()]
     return json.loads(text)
+
+
+def device_results_file(stem: str, device: str) -> Path:
+    """Where a benchmark measured on `device` (a `runtime.device_name`, e.g. "CPU: AMD EPYC")
+    stores its results: `<stem>_cpu.json` or `<stem>_gpu.json` in `RESULTS_DIR`, so a GPU run
+    never replaces the CPU figures."""
+    return RESULTS_DIR / f"{stem}_{'cpu' if device.startswith('CPU') else 'gpu'}.json"
 
 
 def user_cache_dir() -> Path:

@@ -3,9 +3,9 @@
     model = load_pretrained("resnet20")          # ResNet-20, trained weights, eval mode
     manifest()["resnet20"]["how_made"]           # command, hardware, time, accuracy
 
-The weights are fp16 state_dicts in `weights/` at the top of the repository, written by
-`bench/train_small_nets.py` together with `weights/manifest.json` (sha256, builder call, how
-each file was made). A wheel carries them in the package (`resnet_edu.locations`). Loading
+The weights are fp16 state_dicts in `resnet_edu/shipped/weights/`, written by the scripts in
+`bench/` together with `manifest.json` beside them (sha256, builder call, how each file was
+made), and shipped as package data (`resnet_edu.locations`). Loading
 reads with `torch.load(..., weights_only=True)` after checking the sha256, so a truncated,
 damaged or replaced file is refused with a sentence, not loaded.
 """
@@ -93,7 +93,7 @@ def initial(name: str, seed: int | None = None) -> CifarResNet:
 
 
 def weights_dir() -> Path:
-    """The folder of the shipped weights (the checkout's `weights/`, or the package's copy)."""
+    """The folder of the shipped weights, `resnet_edu/shipped/weights/`."""
     return shipped("weights")
 
 

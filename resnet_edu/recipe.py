@@ -115,7 +115,7 @@ def preset(name: str, **changes: Any) -> TrainConfig:
 # On the shipped sample (1,800 training images) a time budget buys hundreds of epochs that
 # mostly memorise it; notebook 04 trains this many there instead: the best of 10, 20 and 40
 # epochs of the `cpu` preset on the sample's validation images (bench/sample_epochs.py,
-# results/sample_epochs.json, where 40 was still improving on 20)
+# resnet_edu/shipped/results/sample_epochs.json, where 40 was still improving on 20)
 SAMPLE_EPOCHS = 40
 
 
@@ -188,3 +188,13 @@ def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: boo
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": weight_decay if decay_norm_and_bias else 0.0}]
+
+
+def smoothed_loss_floor(label_smoothing: float, classes: int = 10) -> float:
+    """The smallest cross-entropy a model can reach against label-smoothed targets: the
+    entropy of the target, (1 - eps + eps/K) on the true class and eps/K on each other one.
+    0.867 nats for eps = 0.2 and K = 10; 0 without smoothing."""
+    if label_smoothing <= 0:
+        return 0.0
+    true, other = 1 - label_smoothing + label_smoothing / classes, label_smoothing / classes
+    return -(true * math.log(true) + (classes - 1) * other * math.log(other))

@@ -3,7 +3,7 @@
 - `trace_shapes(model, input_shape)`: run a model once and record, per module in execution
   order, its input and output shapes, and for each residual block its main-path shape,
   shortcut shape and shortcut kind (He et al. 2015, Sec. 3.3). Blocks are found by what they
-  compute (an addition of a branch and its input, traced by `resnet_edu.residual`), so any
+  compute (an addition of a branch and its input, traced by `resnet_edu.residual_trace`), so any
   ResNet code works.
 - `cost(model, input_shape)`: multiply-adds and activation values of one image's pass.
 
@@ -21,7 +21,7 @@ from torch import nn
 
 from .dataflow import tracing
 from .modes import mode
-from .residual import ResidualAdd, residual_adds
+from .residual_trace import ResidualAdd, residual_adds
 from .shapes import Shape
 from .shortcuts import ZeroPadShortcut
 
@@ -153,7 +153,7 @@ def trace_shapes(model: nn.Module, input_shape: Sequence[int] = (1, 3, 224, 224)
 
     Runs in eval mode without gradients (BN statistics untouched) and restores the mode.
     A residual block is a module whose forward adds a branch and its input (or a function
-    of it), found by tracing (`resnet_edu.residual`): its row's main-path shape is the
+    of it), found by tracing (`resnet_edu.residual_trace`): its row's main-path shape is the
     branch's output, its shortcut shape the other operand's.
     """
     shape = tuple(input_shape)

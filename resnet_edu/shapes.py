@@ -15,7 +15,6 @@ What a real model does to shapes, module by module, is traced by `resnet_edu.sha
 
 from __future__ import annotations
 
-import textwrap
 from dataclasses import dataclass
 
 import torch
@@ -210,51 +209,3 @@ def describe_block(spec: BlockSpec) -> str:
         ("F(x) + shortcut: OK, " if r.addable else "F(x) + shortcut: cannot add: ") + r.reason,
     ]
     return "\n".join(lines)
-
-
-def draw_block_shapes(spec: BlockSpec, ax=None):
-    """Draw the block as two paths of boxes, the shapes written in, the sum green or red."""
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import FancyBboxPatch
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(9, 3.4))
-    ax.set_xlim(0, 10)
-    ax.set_ylim(0, 4)
-    ax.axis("off")
-    try:
-        r = block_shapes(spec)
-    except ValueError as e:  # e.g. a kernel larger than the feature map it slides over
-        ax.text(5, 2, "This block cannot run:\n" + textwrap.fill(str(e), 70), ha="center",
-                va="center", fontsize=11, color="#c62828")
-        return ax
-
-    def box(x: float, y: float, text: str, color: str, width: float = 2.1) -> None:
-        ax.add_patch(FancyBboxPatch((x - width / 2, y - 0.38), width, 0.76,
-                                    boxstyle="round,pad=0.05", fc=color, ec="0.3"))
-        ax.text(x, y, text, ha="center", va="center", fontsize=10)
-
-    def shape(t: Shape | None) -> str:
-        return "x".join(map(str, t)) if t else "-"
-
-    k, s = spec.kernel, spec.stride
-    h1 = conv_output_size(spec.size, k, s, spec.padding)
-    box(1.2, 2.0, f"x\n{shape(r.input)}", "#dde6f5")
-    box(3.8, 3.2, f"conv {k}x{k}, stride {s}\n{spec.out_channels}x{h1}x{h1}", "#fde4c8")
-    box(6.4, 3.2, f"conv {k}x{k}, stride 1\nF(x): {shape(r.main)}", "#fde4c8")
-    box(5.1, 0.8, f"{r.shortcut_name}\n{shape(r.shortcut)}", "#e3f1df", width=3.6)
-    for (x0, y0), (x1, y1) in [((2.25, 2.2), (2.75, 3.0)), ((4.85, 3.2), (5.35, 3.2)),
-                               ((2.25, 1.8), (3.3, 0.9)), ((7.45, 3.0), (8.35, 2.25)),
-                               ((6.9, 0.9), (8.35, 1.75))]:
-        ax.annotate("", (x1, y1), (x0, y0), arrowprops={"arrowstyle": "->", "color": "0.3"})
-    color = "#2e7d32" if r.addable else "#c62828"
-    ax.add_patch(plt.Circle((8.7, 2.0), 0.35, fc="white", ec=color, lw=2.5))
-    ax.text(8.7, 2.0, "+", ha="center", va="center", fontsize=18, color=color)
-    ax.text(8.7, 1.3, "OK" if r.addable else "mismatch", ha="center", fontsize=10,
-            color=color, weight="bold")
-    ax.set_title(
-        f"Basic block, shortcut {spec.shortcut!r}: {r.reason}\n"
-        f"parameters: main path {r.main_params:,}, shortcut {r.shortcut_params:,}; "
-        f"multiply-adds: {r.main_macs:,} and {r.shortcut_macs:,}",
-        fontsize=11, color=color if not r.addable else "black")
-    return ax

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .checks import check_int
-from .residual import find_residual_blocks
+from .residual_trace import residual_additions
 
 LossFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -44,9 +44,9 @@ def is_identity_shortcut(block: nn.Module, x: torch.Tensor) -> bool:
     """True when `block(x)` adds its input unchanged: it makes one residual addition, and
     its shortcut is x itself (no projection W_s, nothing applied to x on the way).
 
-    Decided by tracing the block on x (`resnet_edu.residual`), not by its attributes.
+    Decided by tracing the block on x (`resnet_edu.residual_trace`), not by its attributes.
     """
-    adds = find_residual_blocks(block, x)
+    adds = residual_additions(block, x)
     return len(adds) == 1 and adds[0].identity
 
 
@@ -311,35 +311,3 @@ def expected_rms_gain(scale: float, depth: int, residual: bool) -> float:
     if not isinstance(scale, (int, float)) or not scale >= 0:
         raise ValueError(f"scale must be a number >= 0, got {scale!r}")
     return (1 + scale**2) ** (depth / 2) if residual else float(scale) ** depth
-
-
-def plot_gains_vs_depth(config: LinearStack, kinds: Sequence[str] = ("plain", "residual"),
-                        ax=None):
-    """Measured RMS gain of dx_k/dx_0 (solid) and its expectation (dashed) against depth k."""
-    import matplotlib.pyplot as plt
-
-    for kind in kinds:
-        if kind not in ("plain", "residual"):
-            raise ValueError(f"kinds must be 'plain' and/or 'residual', got {kind!r}")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4.2))
-    colors = {"plain": "tab:red", "residual": "tab:blue"}
-    dark = {"plain": "#67001f", "residual": "#053061"}
-    for kind in kinds:
-        residual = kind == "residual"
-        gains = jacobian_gains(config.build(residual))
-        # measured: a wide pale band; expected: a dark dashed line drawn on top, so it stays
-        # visible where the two agree
-        ax.plot(gains.depths, gains.rms, color=colors[kind], lw=4, alpha=0.45,
-                label=f"{kind}: measured")
-        expected = [expected_rms_gain(config.scale, k, residual) for k in gains.depths]
-        ax.plot(gains.depths, expected, color=dark[kind], ls=(0, (4, 2)), lw=1.6, zorder=3,
-                label=f"{kind}: expected (RMS)")
-    ax.axhline(1.0, color="gray", lw=0.8, ls=":")
-    ax.set_yscale("log")
-    ax.set_xlabel("depth k (number of linear blocks)")
-    ax.set_ylabel(r"gain $\|\partial x_k/\partial x_0\|_F/\sqrt{d}$ (ratio)")
-    ax.set_title(f"Gradient gain vs depth (width d={config.width}, scale s={config.scale:g})")
-    ax.legend(loc="best", fontsize=9)
-    ax.grid(True, which="major", alpha=0.3)
-    return ax

@@ -29,7 +29,7 @@ def _seed():
 @pytest.fixture(scope="module")
 def one_thread():
     """For modules of many tiny convs: one thread avoids thread-pool overhead."""
-    from resnet_edu.exercises import one_thread as single_thread
+    from resnet_edu.course.exercise import one_thread as single_thread
 
     with single_thread():
         yield

@@ -1,5 +1,5 @@
 """The benchmark scripts' own machinery: the idle-machine guard, the trained family's
-train-and-ship round trip, the README table made from results/."""
+train-and-ship round trip, the README table made from the stored results."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def test_the_family_script_trains_resumes_and_ships_loadable_weights(tmp_path):
         state = read_weights(tmp_path / "weights" / f"{name}.pt", manifest[name]["sha256"])
         assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
         build(name).load_state_dict(state)  # the architecture the manifest names
-    from resnet_edu.live import plot_training_curves  # what notebooks 00 and 02 draw from it
+    from resnet_edu.plots import plot_training_curves  # what notebooks 00 and 02 draw from it
 
     ax = plot_training_curves(results["nets"], chance=0.9)
     assert len(ax.get_lines()) == 3 * len(FAMILY) + 1  # train, val, the final test; chance
@@ -121,5 +121,6 @@ def test_the_readme_table_is_the_one_made_from_results():
     import readme_table
 
     readme = (ROOT / "README.md").read_text()
-    assert readme_table.table() in readme, ("README.md's benchmark table differs from "
-                                            "results/: run python bench/readme_table.py --write")
+    assert readme_table.table() in readme, (
+        "README.md's benchmark table differs from the stored results: run "
+        "python bench/readme_table.py --write")

@@ -17,7 +17,7 @@ from resnet_edu.blocks import (
     conv1x1,
     conv3x3,
 )
-from resnet_edu.residual import find_residual_blocks
+from resnet_edu.residual_trace import residual_additions
 from resnet_edu.shortcuts import ZeroPadShortcut, make_downsample, needs_projection
 
 
@@ -79,7 +79,7 @@ def test_plain_block_is_the_block_without_its_shortcut(block, alias):
     expected = r.residual_branch(x).detach()
     torch.testing.assert_close(out, expected if block is PreActBlock else torch.relu(expected))
     # traced: the residual block adds its input, the plain one adds nothing
-    assert len(find_residual_blocks(r, x)) == 1 and find_residual_blocks(p, x) == []
+    assert len(residual_additions(r, x)) == 1 and residual_additions(p, x) == []
     # no shortcut at all, not even a projection where the shape changes
     assert _make(block, residual=False, stride=2).downsample is None
     assert "residual=False" in repr(p) and "residual=False" not in repr(r)

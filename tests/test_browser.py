@@ -68,7 +68,6 @@ def _serve_lab(tasks, tmp: Path, **extra_env: str):
     (tmp / "notebooks").mkdir()
     for nb in NOTEBOOKS:  # without stored outputs, so that every output seen is from this run
         _clear_outputs(nb, tmp / "notebooks" / nb.name)
-    shutil.copytree(ROOT / "results", tmp / "results")  # notebooks read ../results
     settings = tmp / "user-settings" / "@jupyterlab" / "notebook-extension"
     settings.mkdir(parents=True)
     # every cell in the page, so that the test sees all of them without scrolling

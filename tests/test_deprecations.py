@@ -17,7 +17,8 @@ def test_plots_hand_matplotlib_numpy_arrays():
     tensor to imshow warns (an error in a later numpy). Our plots convert first."""
     import matplotlib.pyplot as plt
 
-    from resnet_edu.evaluation import confusion_matrix, plot_confusion_matrix
+    from resnet_edu.evaluation import confusion_matrix
+    from resnet_edu.plots import plot_confusion_matrix
 
     matrix = confusion_matrix(torch.tensor([0, 1, 2, 2]), torch.tensor([0, 1, 1, 2]))
     with pytest.warns(DeprecationWarning, match="__array__"):  # the trap itself, on a tensor

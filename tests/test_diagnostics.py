@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from resnet_edu import models
+from resnet_edu.course import suspects
 from resnet_edu.diagnostics import (
     CHECKS,
     EXPLODING,
@@ -22,7 +23,6 @@ from resnet_edu.diagnostics import (
     residual_blocks,
     stem_downsampling,
 )
-from resnet_edu.exercises import bugs
 from resnet_edu.shape_trace import cost
 
 SMALL = (3, 32, 32)
@@ -31,7 +31,7 @@ IMAGENET_TEST = (1, 3, 72, 72)
 
 
 def tiny(block, **kwargs) -> nn.Module:
-    return bugs.TinyResNet(block, **kwargs)
+    return suspects.TinyResNet(block, **kwargs)
 
 
 # ------------------------------------------------------------------ no false alarms
@@ -61,7 +61,7 @@ def test_imagenet_resnets_have_no_findings(make):
     lambda: models.cifar_resnet(20, shortcut="D"),
     lambda: models.cifar_resnet(20, preact=True),
     lambda: models.cifar_resnet(20, preact=True, shortcut="B"),
-    lambda: tiny(bugs.GoodBlock, depth=9),
+    lambda: tiny(suspects.GoodBlock, depth=9),
 ], ids=["r18_cifar", "r18_cifar_zero", "c20A", "c56B", "c20D", "c20_preact", "c20_preactB",
         "tiny_good"])
 def test_cifar_resnets_have_no_findings(make):
@@ -115,14 +115,14 @@ def test_diagnose_leaves_the_model_as_it_was():
 # ---------------------------------------------------------------- each planted bug
 
 
-@pytest.mark.parametrize("name, check", sorted(bugs.PLANTED.items()))
+@pytest.mark.parametrize("name, check", sorted(suspects.PLANTED.items()))
 def test_each_planted_bug_is_found(name, check):
-    cls = getattr(bugs, name)
+    cls = getattr(suspects, name)
     depth = 9 if check == "gradient-flow" else 2  # a vanishing gradient needs a deep stack
-    if issubclass(cls, bugs.TinyResNet):
-        model, fixed = cls(bugs.GoodBlock, depth=depth), tiny(bugs.GoodBlock, depth=depth)
+    if issubclass(cls, suspects.TinyResNet):
+        model, fixed = cls(suspects.GoodBlock, depth=depth), tiny(suspects.GoodBlock, depth=depth)
     else:
-        model, fixed = tiny(cls, depth=depth), tiny(bugs.GoodBlock, depth=depth)
+        model, fixed = tiny(cls, depth=depth), tiny(suspects.GoodBlock, depth=depth)
     report = diagnose(model, SMALL)
     assert check in report.checks, str(report)
     finding = next(f for f in report.findings if f.check == check)
@@ -135,7 +135,7 @@ def test_each_planted_bug_is_found(name, check):
 
 
 def test_forward_error_names_the_stride1_block_and_the_missing_attribute():
-    model = tiny(bugs.ForgetfulBlock)
+    model = tiny(suspects.ForgetfulBlock)
     with pytest.raises(AttributeError, match="in_channels"):  # the oracle: run it
         model(torch.randn(2, *SMALL))
     (finding,) = diagnose(model, SMALL).findings
@@ -147,7 +147,7 @@ def test_forward_error_names_the_stride1_block_and_the_missing_attribute():
 
 
 def test_shape_mismatch_reports_both_shapes_and_the_stride_to_use():
-    model = tiny(bugs.StrideOneShortcutBlock)
+    model = tiny(suspects.StrideOneShortcutBlock)
     report = diagnose(model, SMALL)
     finding = next(f for f in report.findings if f.check == "shape-mismatch")
     assert finding.where == "layers.1.0"
@@ -160,7 +160,7 @@ def test_shape_mismatch_reports_both_shapes_and_the_stride_to_use():
 
 
 def test_shape_mismatch_for_a_missing_projection():
-    class NoProjection(bugs.GoodBlock):
+    class NoProjection(suspects.GoodBlock):
         def forward(self, x):
             return self.relu(self.main_path(x) + x)  # identity even where shapes change
 
@@ -170,7 +170,7 @@ def test_shape_mismatch_for_a_missing_projection():
 
 
 def test_unneeded_projection_flags_only_the_blocks_whose_shape_does_not_change():
-    model = tiny(bugs.AlwaysProjectBlock, depth=2)
+    model = tiny(suspects.AlwaysProjectBlock, depth=2)
     (finding,) = diagnose(model, SMALL).findings
     expected = [n for n, m in residual_blocks(model)
                 if m.conv1.stride == (1, 1) and m.conv1.in_channels == m.conv2.out_channels]
@@ -181,7 +181,7 @@ def test_unneeded_projection_flags_only_the_blocks_whose_shape_does_not_change()
 
 
 def test_bias_before_norm_counts_the_wasted_parameters():
-    model = tiny(bugs.BiasBeforeNormBlock, depth=2)
+    model = tiny(suspects.BiasBeforeNormBlock, depth=2)
     (finding,) = diagnose(model, SMALL).findings
     wasted = sum(m.bias.numel() for m in model.modules()
                  if isinstance(m, nn.Conv2d) and m.bias is not None)
@@ -205,12 +205,12 @@ def test_bias_followed_by_something_else_is_not_flagged():
 
 
 def test_softmax_output_is_found_and_log_softmax_is_not():
-    class LogSoftmaxNet(bugs.TinyResNet):
+    class LogSoftmaxNet(suspects.TinyResNet):
         def forward(self, x):  # log-probabilities: fine with NLLLoss, and harmless with CE
             return torch.log_softmax(self.logits(x), dim=1)
 
-    assert diagnose(bugs.SoftmaxResNet(bugs.GoodBlock), SMALL).checks == ("softmax-output",)
-    assert diagnose(LogSoftmaxNet(bugs.GoodBlock), SMALL).findings == ()
+    assert diagnose(suspects.SoftmaxResNet(suspects.GoodBlock), SMALL).checks == ("softmax-output",)
+    assert diagnose(LogSoftmaxNet(suspects.GoodBlock), SMALL).findings == ()
     z = torch.randn(4, 10)
     assert is_probability_output(z.softmax(1)) and not is_probability_output(z)
     # the reason it matters: CE on probabilities cannot go near 0, CE on logits can
@@ -245,7 +245,7 @@ def test_train_mode_and_autograd_during_evaluation():
 
 
 def test_gradient_ratios_match_autograd():
-    model = tiny(bugs.GoodBlock, depth=2)
+    model = tiny(suspects.GoodBlock, depth=2)
     report = diagnose(model, SMALL, seed=3)
     # the oracle: the same input and labels, autograd.grad on the block boundaries
     gen = torch.Generator().manual_seed(3)
@@ -272,8 +272,8 @@ def test_gradient_ratios_match_autograd():
 
 
 def test_detached_shortcut_makes_the_gradient_vanish_and_the_good_block_does_not():
-    bad = diagnose(tiny(bugs.DetachedShortcutBlock, depth=9), SMALL)
-    good = diagnose(tiny(bugs.GoodBlock, depth=9), SMALL)
+    bad = diagnose(tiny(suspects.DetachedShortcutBlock, depth=9), SMALL)
+    good = diagnose(tiny(suspects.GoodBlock, depth=9), SMALL)
     assert bad.checks == ("gradient-flow",) and "vanishing" in bad.findings[0].what
     assert bad.gradient_through_stack < 1e-2 < 1 < good.gradient_through_stack
 
@@ -291,7 +291,7 @@ def test_blocks_are_found_in_ours_torchvisions_and_students_code():
     assert [n for n, _ in residual_blocks(models.resnet18())] == [
         f"layer{i}.{j}" for i in range(1, 5) for j in range(2)]
     assert len(residual_blocks(torchvision.models.resnet50())) == 16
-    assert len(residual_blocks(tiny(bugs.GoodBlock, depth=3))) == 9
+    assert len(residual_blocks(tiny(suspects.GoodBlock, depth=3))) == 9
     report = diagnose(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()), SMALL)
     assert report.findings == () and any("no residual addition" in s for s in report.skipped)
 
@@ -305,7 +305,7 @@ def test_bad_input_is_refused_with_what_was_expected():
         diagnose(lambda x: x, SMALL)
     with pytest.raises(ValueError, match="ignore must name"):
         diagnose(models.cifar_resnet(8), SMALL, ignore=("softmax",))
-    assert set(bugs.PLANTED.values()) <= set(CHECKS)
+    assert set(suspects.PLANTED.values()) <= set(CHECKS)
 
 
 # ---------------------------------------------------------------------------- cost
@@ -336,22 +336,22 @@ def test_resizing_32_to_224_with_the_cifar_stem_costs_49x():
 
 def test_construction_mistakes_raise_when_an_instance_is_made():
     with pytest.raises(TypeError, match="super"):
-        bugs.MisnamedSuperBlock(16, 16)
+        suspects.MisnamedSuperBlock(16, 16)
     with pytest.raises(AttributeError, match=r"before Module\.__init__"):
-        bugs.LateSuperResNet()
+        suspects.LateSuperResNet()
 
 
 def test_forgetting_eval_makes_predictions_depend_on_the_batch():
     model = models.cifar_resnet(8)
     x = torch.randn(8, *SMALL)
     running = model.bn1.running_mean.clone()
-    alone = bugs.evaluate_correctly(model, x[:1])
-    assert torch.equal(alone, bugs.evaluate_correctly(model, x)[:1])
+    alone = suspects.evaluate_correctly(model, x[:1])
+    assert torch.equal(alone, suspects.evaluate_correctly(model, x)[:1])
     assert torch.equal(model.bn1.running_mean, running) and model.training
     model.train()
     with torch.no_grad():
         logits_batch = model(x)[:1]
         logits_mixed = model(torch.cat([x[:1], 5 * x[1:]]))[:1]
     assert not torch.allclose(logits_batch, logits_mixed, atol=1e-3)  # depends on the others
-    bugs.evaluate_forgetting_eval(model, x)
+    suspects.evaluate_forgetting_eval(model, x)
     assert not torch.equal(model.bn1.running_mean, running)  # and it changed the model

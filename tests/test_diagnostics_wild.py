@@ -17,7 +17,7 @@ from torch import nn
 
 from resnet_edu import models
 from resnet_edu.diagnostics import diagnose, residual_blocks
-from resnet_edu.residual import find_residual_blocks
+from resnet_edu.residual_trace import residual_additions
 
 SMALL = (3, 32, 32)
 
@@ -266,7 +266,7 @@ def test_correct_nets_in_other_styles_have_no_findings(make, n_blocks):
 
 def test_timm_style_projection_reads_the_preactivated_input():
     model = TimmStylePreActNet().eval()
-    adds = find_residual_blocks(model, torch.randn(2, *SMALL))
+    adds = residual_additions(model, torch.randn(2, *SMALL))
     first_projection = next(a for a in adds if a.shortcut)
     # the fork is x_preact, so the BN + ReLU before it belong to both paths, not the shortcut
     assert [s.op for s in first_projection.shortcut] == ["conv2d"]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from resnet_edu.exercises import Feedback, NotYet, close, exercise
-from resnet_edu.notebook import show_error
+from resnet_edu.course.exercise import Feedback, NotYet, close, exercise
+from resnet_edu.course.widgets import show_error
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
@@ -91,13 +91,13 @@ def test_notebook_solutions_pass_their_checks(notebook, index, code):
 
 @exercise
 def check_guess(guess) -> str:
-    from resnet_edu.exercises import judge_prediction
+    from resnet_edu.course.exercise import judge_prediction
     return judge_prediction(guess, 10.0, what="the answer", why="Because.")
 
 
 @exercise
 def check_pick(guess) -> str:
-    from resnet_edu.exercises import judge_choice
+    from resnet_edu.course.exercise import judge_choice
     return judge_choice(guess, "b", ("a", "b", "c"), what="the block that crashes")
 
 

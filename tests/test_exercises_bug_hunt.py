@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from resnet_edu.diagnostics import diagnose
-from resnet_edu.exercises import bugs
-from resnet_edu.exercises.bug_hunt import (
+from resnet_edu.course import suspects
+from resnet_edu.course.nb05_bug_hunt import (
     CLAIMS,
     accuracy_oracle,
     accuracy_setup,
@@ -20,6 +19,7 @@ from resnet_edu.exercises.bug_hunt import (
     crashing_blocks,
     first_block_side,
 )
+from resnet_edu.diagnostics import diagnose
 
 
 def unattempted(*args):
@@ -138,13 +138,13 @@ def test_accuracy_slips_in_eval_mode_get_their_own_hint_not_the_train_mode_one()
 
 
 def test_accuracy_refuses_the_library_and_explains_errors_in_words():
-    from resnet_edu.exercises.bug_hunt import accuracy_oracle
+    from resnet_edu.course.nb05_bug_hunt import accuracy_oracle
 
     fb = check_accuracy(lambda model, loader: accuracy_oracle(model, loader)[0])
     assert not fb and "function of resnet_edu" in fb.message
 
     def per_batch_library(model, loader):  # the library's evaluate_correctly on each batch
-        right = sum(int((bugs.evaluate_correctly(model, x) == y).sum()) for x, y in loader)
+        right = sum(int((suspects.evaluate_correctly(model, x) == y).sum()) for x, y in loader)
         return right / len(loader.dataset)
 
     fb = check_accuracy(per_batch_library)
@@ -193,7 +193,7 @@ def test_claims_oracle_by_hand():
 
 def test_crash_prediction_is_the_stride_one_block():
     assert crashing_blocks() == ["layers.0.0"]  # measured: the blocks run one by one
-    assert crashing_blocks(bugs.GoodBlock) == []
+    assert crashing_blocks(suspects.GoodBlock) == []
     assert check_crash_prediction("layers.0.0")
     assert check_crash_prediction(" Layers.0.0 ")
     fb = check_crash_prediction("all three")
@@ -247,7 +247,7 @@ def test_fixed_block_passes_and_each_mistake_gets_its_hint():
     assert check_fixed_block(InPlaceSum)
     assert "not attempted" in check_fixed_block(unattempted).message
 
-    fb = check_fixed_block(bugs.CopiedBlock)  # the first of its four mistakes
+    fb = check_fixed_block(suspects.CopiedBlock)  # the first of its four mistakes
     assert not fb and "bias=False" in fb.message and "conv1, conv2" in fb.message
 
     def shortcut_variant(shortcut):
@@ -342,24 +342,24 @@ def test_fixed_block_refuses_the_answer_it_is_compared_with():
     """Issue 28: GoodBlock, imported at the top of the notebook, or a subclass got 'Correct!'."""
     from resnet_edu.blocks import BasicBlock
 
-    class Subclass(bugs.GoodBlock):
+    class Subclass(suspects.GoodBlock):
         pass
 
     class Holder(nn.Module):
         def __init__(self, cin, cout, stride=1):
             super().__init__()
-            self.inner = bugs.GoodBlock(cin, cout, stride)
+            self.inner = suspects.GoodBlock(cin, cout, stride)
 
         def forward(self, x):
             return self.inner(x)
 
     answers = {
-        "GoodBlock:": bugs.GoodBlock,
+        "GoodBlock:": suspects.GoodBlock,
         "Subclass, a subclass of GoodBlock": Subclass,
-        "is (or holds) GoodBlock": lambda i, o, s: bugs.GoodBlock(i, o, s),  # a wrapper
+        "is (or holds) GoodBlock": lambda i, o, s: suspects.GoodBlock(i, o, s),  # a wrapper
         "holds) GoodBlock": Holder,
         "BasicBlock": lambda i, o, s: BasicBlock(i, o, s),  # the library's own
-        "DetachedShortcutBlock": bugs.DetachedShortcutBlock,  # a suspect is built on it too
+        "DetachedShortcutBlock": suspects.DetachedShortcutBlock,  # a suspect is built on it too
     }
     for hint, answer in answers.items():
         fb = check_fixed_block(answer)
@@ -408,11 +408,13 @@ def test_fixed_block_hints_in_words_never_a_raw_error():
 
 
 def test_suspects_are_the_planted_mistakes():
-    assert bugs.SUSPECTS[1] is bugs.ForgetfulBlock and bugs.SUSPECTS[8] is bugs.predict_classes
-    assert bugs.evaluate_forgetting_eval is bugs.predict_classes
-    names = {getattr(s, "__name__", "") for s in bugs.SUSPECTS.values() if not isinstance(s, tuple)}
-    assert set(bugs.PLANTED) - {"ReluShortcutBlock"} <= names
-    report = diagnose(bugs.TinyResNet(bugs.CopiedBlock, depth=2), (3, 32, 32))
+    assert suspects.SUSPECTS[1] is suspects.ForgetfulBlock
+    assert suspects.SUSPECTS[8] is suspects.predict_classes
+    assert suspects.evaluate_forgetting_eval is suspects.predict_classes
+    names = {getattr(s, "__name__", "") for s in suspects.SUSPECTS.values()
+             if not isinstance(s, tuple)}
+    assert set(suspects.PLANTED) - {"ReluShortcutBlock"} <= names
+    report = diagnose(suspects.TinyResNet(suspects.CopiedBlock, depth=2), (3, 32, 32))
     assert {"bias-before-norm", "unneeded-projection", "shortcut-activation"} <= set(report.checks)
 
 

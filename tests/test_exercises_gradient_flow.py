@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from resnet_edu.exercises import Feedback
-from resnet_edu.exercises.gradient_flow import (
+from resnet_edu.course.exercise import Feedback
+from resnet_edu.course.nb02_gradient_flow import (
     DEFAULT_INIT_N_VAR,
     check_drift_prediction,
     check_experiment_design,

@@ -2,12 +2,12 @@
 
 import torch
 
-from resnet_edu.evaluation import evaluate
-from resnet_edu.exercises.landscapes import (
+from resnet_edu.course.nb07_landscapes import (
     check_curvature_prediction,
     check_filter_normalize,
     check_line,
 )
+from resnet_edu.evaluation import evaluate
 from resnet_edu.landscape import moved
 
 

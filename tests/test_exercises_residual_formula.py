@@ -4,8 +4,8 @@
 import torch
 from torch import nn
 
-from resnet_edu.exercises import Feedback
-from resnet_edu.exercises.residual_formula import (
+from resnet_edu.course.exercise import Feedback
+from resnet_edu.course.nb01_residual_formula import (
     check_block_gradient,
     check_expected_gain,
     check_gain_prediction,

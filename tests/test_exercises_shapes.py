@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from resnet_edu.exercises import Feedback
-from resnet_edu.exercises.shapes import (
+from resnet_edu.course.exercise import Feedback
+from resnet_edu.course.nb03_shapes import (
     check_conv_output_size,
     check_shortcut,
     check_unpadded_block,
@@ -293,8 +293,8 @@ def test_notebook_states_the_rules_the_shortcut_check_enforces():
 
 def test_judge_shortcut_stays_option_b_for_notebook_05():
     """`judge_shortcut` (notebook 05) accepts option B only; option A is named, not accepted."""
-    from resnet_edu.exercises import NotYet
-    from resnet_edu.exercises.shapes import judge_shortcut, judge_shortcut_option
+    from resnet_edu.course.exercise import NotYet
+    from resnet_edu.course.nb03_shapes import judge_shortcut, judge_shortcut_option
 
     assert judge_shortcut(_option_b(16, 32, 2), 16, 32, 2) == (
         "a 1x1 conv with the block's stride, no bias, then BatchNorm")
@@ -315,7 +315,7 @@ def test_judge_shortcut_stays_option_b_for_notebook_05():
 
 
 def test_resnet18_sizes_prediction():
-    from resnet_edu.exercises.shapes import check_resnet18_sizes, resnet18_sizes
+    from resnet_edu.course.nb03_shapes import check_resnet18_sizes, resnet18_sizes
 
     assert resnet18_sizes(224) == {"conv1": 112, "maxpool": 56, "layer1": 56, "layer2": 28,
                                    "layer3": 14, "layer4": 7}

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from resnet_edu.exercises import Feedback
-from resnet_edu.exercises.start_here import (
+from resnet_edu.course.exercise import Feedback
+from resnet_edu.course.nb00_start_here import (
     check_basic_block_forward,
     check_degradation_prediction,
     check_plain_forward,

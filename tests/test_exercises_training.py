@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnet_edu.exercises.training import (
+from resnet_edu.course.nb04_training import (
     ONE_CYCLE_CASES,
     check_loss_floor_prediction,
     check_one_cycle,
@@ -19,7 +19,7 @@ from resnet_edu.exercises.training import (
     fit_one_epoch,
     parameter_kinds,
 )
-from resnet_edu.live import smoothed_loss_floor
+from resnet_edu.recipe import smoothed_loss_floor
 
 
 def right(model, loader, optimizer, scheduler, criterion):

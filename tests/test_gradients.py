@@ -176,7 +176,7 @@ def test_plain_net_without_bn_vanishes_where_the_resnet_does_not():
 
 
 def test_exercise_checks_give_feedback_and_never_raise():
-    from resnet_edu.exercises.gradient_flow import check_shortcut_forward, check_weight_spread
+    from resnet_edu.course.nb02_gradient_flow import check_shortcut_forward, check_weight_spread
     from resnet_edu.shortcuts import ZeroPadShortcut
 
     def after_relu(block, x):  # the shortcut in the wrong place: ReLU(F(x)) + x

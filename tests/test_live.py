@@ -5,7 +5,7 @@ display messages than a client that reads them after the cell (nbval) can receiv
 import matplotlib
 import pytest
 
-import resnet_edu.live as live
+import resnet_edu.course.widgets as live
 from resnet_edu.runs import History
 
 matplotlib.use("Agg")

@@ -10,7 +10,7 @@ from torch import nn
 from resnet_edu import checks, models
 from resnet_edu.blocks import BasicBlock, PreActBlock, ResidualBlock
 from resnet_edu.data import load_sample, normalize
-from resnet_edu.residual import residual_block_names
+from resnet_edu.residual_trace import residual_block_names
 
 IMAGENET = {
     "resnet18": 11_689_512,

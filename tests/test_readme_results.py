@@ -1,4 +1,4 @@
-"""Every result the README quotes is checked against the file in results/ that holds it, so a
+"""Every result the README quotes is checked against the stored results file that holds it, so a
 re-run that changes a result fails here until the README says the same. (The benchmark table
 itself is generated: tests/test_bench.py.)"""
 
@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from resnet_edu.locations import RESULTS_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -31,7 +33,7 @@ def test_notebook_run_times_are_the_committed_ones():
     sys.path.insert(0, str(ROOT / "bench"))
     from notebook_timings import run_time
 
-    timings = json.loads((ROOT / "results/notebook_timings.json").read_text())["committed"]
+    timings = json.loads((RESULTS_DIR / "notebook_timings.json").read_text())["committed"]
     for name, measured in timings["notebooks"].items():
         row = [c.strip() for c in _row(name[:2] + " ").strip("|").split("|")]
         if name.startswith("04"):

@@ -9,8 +9,8 @@ from torch import nn
 
 from resnet_edu import models
 from resnet_edu.blocks import BasicBlock, PlainBasicBlock
-from resnet_edu.gradients import find_blocks
-from resnet_edu.residual import find_residual_blocks, residual_block_names
+from resnet_edu.gradients import is_residual_block
+from resnet_edu.residual_trace import residual_additions, residual_block_names
 from resnet_edu.shape_trace import trace_shapes
 from resnet_edu.stacks import LinearStack, is_identity_shortcut
 
@@ -56,7 +56,7 @@ class Adds(nn.Module):
 ], ids=["plus", "torch.add", "x_first", "sum", "add_", "F.relu", "torch.relu", ".relu()",
         "proj_relu"])
 def test_each_way_of_adding_is_found_with_its_shortcut_ops(forward, shortcut):
-    (add,) = find_residual_blocks(Adds(forward), X)
+    (add,) = residual_additions(Adds(forward), X)
     assert add.block == "" and add.fork_is_block_input
     assert [s.label for s in add.shortcut] == shortcut
     assert add.identity == (not shortcut)
@@ -70,7 +70,7 @@ def test_inplace_add_then_inplace_relu_is_one_block():
         out += x
         return F.relu(out, inplace=True)
 
-    (add,) = find_residual_blocks(Adds(forward), X)
+    (add,) = residual_additions(Adds(forward), X)
     assert add.identity and add.branch_shape == tuple(X.shape)
 
 
@@ -81,7 +81,7 @@ def test_inplace_add_then_inplace_relu_is_one_block():
     lambda s, x: s.f(x) + torch.ones_like(x[:1]).expand_as(x) * 0,  # a constant term
 ], ids=["x+x", "parallel", "broadcast", "constant"])
 def test_additions_that_are_not_residual(forward):
-    assert find_residual_blocks(Adds(forward), X) == []
+    assert residual_additions(Adds(forward), X) == []
 
 
 def test_the_block_is_the_smallest_module_holding_the_addition_and_the_fork():
@@ -131,19 +131,19 @@ def test_identity_shortcut_and_plain_twins_by_tracing():
     assert not is_identity_shortcut(stack.build(False)[0], v)
 
 
-def test_gradient_blocks_are_the_traced_blocks_and_the_plain_twins():
+def test_gradient_blocks_by_type_are_the_traced_blocks_and_the_plain_twins():
     images = torch.randn(2, 3, 32, 32)
+    traced = residual_block_names(models.cifar_resnet(8), images)  # the oracle: what adds
+    assert traced == ["layer1.0", "layer2.0", "layer3.0"]
     for residual in (True, False):
         model = models.cifar_resnet(8, residual=residual)
-        picked = find_blocks(model, images)
-        blocks = [n for n, m in model.named_modules() if picked(m)]
-        assert blocks == ["layer1.0", "layer2.0", "layer3.0"]
+        assert [n for n, m in model.named_modules() if is_residual_block(m)] == traced
 
 
 def test_tracing_leaves_the_model_as_it_was():
     model = models.cifar_resnet(8).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    find_residual_blocks(model, torch.randn(2, 3, 32, 32))
+    residual_additions(model, torch.randn(2, 3, 32, 32))
     assert model.training and all(m.training for m in model.modules())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
@@ -157,9 +157,9 @@ def test_the_branch_last_layer_skips_dropout_and_scaling_but_not_a_gate():
         out = s.f(x)
         return out * torch.sigmoid(s.proj(out.mean((2, 3), keepdim=True))) + x
 
-    (add,) = find_residual_blocks(Adds(relu_then_dropout), X)
+    (add,) = residual_additions(Adds(relu_then_dropout), X)
     assert add.branch_last_layer.kind == "activation" and add.branch_last_layer.op == "relu"
-    (add,) = find_residual_blocks(Adds(squeeze_excite), X)
+    (add,) = residual_additions(Adds(squeeze_excite), X)
     assert add.branch_last_layer.op == "mul"  # Tensor.__mul__ reaches the mode as mul
-    (add,) = find_residual_blocks(Adds(lambda s, x: s.f(x) + x), X)
+    (add,) = residual_additions(Adds(lambda s, x: s.f(x) + x), X)
     assert add.branch_last_layer.kind == "norm"

@@ -11,6 +11,7 @@ from torch import nn
 
 from resnet_edu import models
 from resnet_edu.blocks import BasicBlock
+from resnet_edu.plots import draw_block_shapes
 from resnet_edu.shape_trace import shortcut_kind, trace_shapes
 from resnet_edu.shapes import (
     CALCULATOR_SHORTCUTS,
@@ -18,7 +19,6 @@ from resnet_edu.shapes import (
     block_shapes,
     conv_output_size,
     describe_block,
-    draw_block_shapes,
     kernel_windows,
     pixels_read,
     window_diagram,

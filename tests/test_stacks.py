@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from resnet_edu.blocks import BasicBlock, PlainPreActBlock, PreActBlock
-from resnet_edu.exercises import nontrivial_batchnorms
+from resnet_edu.course.exercise import nontrivial_batchnorms
+from resnet_edu.plots import plot_gains_vs_depth
 from resnet_edu.stacks import (
     LinearBlock,
     LinearStack,
@@ -16,7 +17,6 @@ from resnet_edu.stacks import (
     gradient_identity,
     is_identity_shortcut,
     jacobian_gains,
-    plot_gains_vs_depth,
     record_stack,
     run_stack,
 )

@@ -1,6 +1,6 @@
 """docs/teaching.md stays true to the notebooks and to the measured timings: every section it
 names exists, every notebook has its plan, and every number in a plan's timing table is the
-one stored in results/notebook_timings.json."""
+one stored in notebook_timings.json of the shipped results."""
 
 import json
 import re
@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from resnet_edu.locations import RESULTS_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = (ROOT / "docs" / "teaching.md").read_text()
-TIMINGS = json.loads((ROOT / "results" / "notebook_timings.json").read_text())
+TIMINGS = json.loads((RESULTS_DIR / "notebook_timings.json").read_text())
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 

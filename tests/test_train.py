@@ -221,7 +221,7 @@ def test_evaluate_matches_a_manual_count_and_tta_is_flip_invariant(sample):
 
 
 def test_exercise_checks_reject_wrong_answers():
-    from resnet_edu.exercises.training import check_one_cycle, check_split_parameters
+    from resnet_edu.course.nb04_training import check_one_cycle, check_split_parameters
 
     everything_decayed = check_split_parameters(lambda m: (list(m.parameters()), []))
     assert not everything_decayed and "should not be decayed" in everything_decayed.message
@@ -305,7 +305,7 @@ def test_confusion_pairs_and_mistakes_by_loss():
 
 
 def test_label_smoothing_floor_is_the_entropy_of_the_smoothed_target():
-    from resnet_edu.live import smoothed_loss_floor
+    from resnet_edu.recipe import smoothed_loss_floor
 
     eps, k = 0.2, 10
     target = torch.full((1, k), eps / k)
@@ -338,7 +338,7 @@ def test_named_eval_sets_are_evaluated_after_every_epoch_like_the_splits(sample)
 
 def test_the_sample_trains_the_epochs_its_validation_run_chose():
     """Notebook 04 on the shipped sample: a budget becomes SAMPLE_EPOCHS fixed epochs, the
-    length bench/sample_epochs.py chose on the validation images (results/sample_epochs.json)."""
+    length bench/sample_epochs.py chose on the validation images (sample_epochs.json)."""
     from resnet_edu.locations import load_results
     from resnet_edu.recipe import SAMPLE_EPOCHS, on_the_sample, preset
 

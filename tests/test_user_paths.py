@@ -5,7 +5,7 @@ and the one-sentence fallback to the sample."""
 import json
 import re
 import shutil
-import types
+import tomllib
 import urllib.error
 from pathlib import Path
 
@@ -27,7 +27,6 @@ from resnet_edu.data import (
     load_sample,
 )
 from resnet_edu.locations import (
-    SHIPPED,
     checkout_root,
     default_data_dir,
     load_results,
@@ -41,39 +40,59 @@ from resnet_edu.pretrained import load_pretrained, weights_dir
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def package_data_patterns() -> list[str]:
+    """What pyproject.toml ships in the wheel, relative to resnet_edu/."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return config["tool"]["setuptools"]["package-data"]["resnet_edu"]
+
+
 @pytest.fixture
 def installed(monkeypatch, tmp_path):
     """Pretend the package is installed from a wheel: no checkout around it, its shipped
     files in a package folder under tmp_path/site, the user cache under tmp_path/cache."""
     package = tmp_path / "site" / "resnet_edu"
-    for name, (source, _) in SHIPPED.items():
-        shutil.copytree(ROOT / source, package / locations.SHIPPED_DIR / name)
+    shutil.copytree(locations.SHIPPED_DIR, package / "shipped")
+    monkeypatch.setattr(locations, "SHIPPED_DIR", package / "shipped")
     monkeypatch.setattr(locations, "checkout_root", lambda: None)
-    monkeypatch.setattr(locations, "resources", types.SimpleNamespace(files=lambda _: package))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     return package
 
 
-def test_a_checkout_reads_the_repository_folders_directly():
+def test_a_checkout_reads_the_package_data_in_place():
     assert checkout_root() == ROOT
-    assert shipped("cifar10-sample") == ROOT / "data" / "cifar10-sample" == SAMPLE_DIR
-    assert results_file("degradation_cpu.json") == ROOT / "results" / "degradation_cpu.json"
+    shipped_dir = ROOT / "resnet_edu" / "shipped"
+    assert shipped("cifar10-sample") == shipped_dir / "cifar10-sample" == SAMPLE_DIR
+    assert results_file("degradation_cpu.json") == shipped_dir / "results" / "degradation_cpu.json"
     assert default_data_dir() == ROOT / "data" / "cifar10"
 
 
+def test_the_wheel_carries_every_shipped_file():
+    """A checkout and a wheel read the same files: each one in resnet_edu/shipped/ matches a
+    package-data pattern of pyproject.toml (the wheel test checks the built wheel itself)."""
+    package = ROOT / "resnet_edu"
+    files = [p for p in (package / "shipped").rglob("*")
+             if p.is_file() and not p.name.startswith(".")]
+    assert len(files) > 10
+    patterns = package_data_patterns()
+    missed = [str(p.relative_to(package)) for p in files
+              if not any(p.relative_to(package).match(pattern) for pattern in patterns)]
+    assert not missed, f"shipped files the wheel would leave out: {missed}"
+
+
 def test_an_installed_package_reads_its_own_copies(installed):
-    assert shipped("cifar10-sample") == installed / "_shipped" / "cifar10-sample"
-    assert results_file("softmax_vs_ce.json").parent == installed / "_shipped" / "results"
-    degradation = json.loads((ROOT / "results" / "degradation_cpu.json").read_text())
+    assert shipped("cifar10-sample") == installed / "shipped" / "cifar10-sample"
+    assert results_file("softmax_vs_ce.json").parent == installed / "shipped" / "results"
+    original = ROOT / "resnet_edu" / "shipped" / "results"
+    degradation = json.loads((original / "degradation_cpu.json").read_text())
     assert load_results("degradation_cpu.json") == degradation
-    bench = (ROOT / "results" / "bench_cpu.jsonl").read_text().splitlines()
+    bench = (original / "bench_cpu.jsonl").read_text().splitlines()
     assert load_results("bench_cpu.jsonl") == [json.loads(line) for line in bench if line]
-    assert weights_dir() == installed / "_shipped" / "weights"
+    assert weights_dir() == installed / "shipped" / "weights"
     assert load_pretrained("resnet20").fc.weight.dtype == torch.float32  # checksum checked
 
 
 def test_missing_shipped_files_and_unknown_names_are_explained(installed):
-    shutil.rmtree(installed / "_shipped" / "results")
+    shutil.rmtree(installed / "shipped" / "results")
     with pytest.raises(FileNotFoundError, match="reinstall the package"):
         shipped("results")
     with pytest.raises(ValueError, match="one of \\['cifar10-sample', 'results', 'weights'\\]"):
@@ -89,8 +108,9 @@ def test_every_results_file_a_notebook_loads_ships():
     names = {m for nb in (ROOT / "notebooks").glob("*.ipynb")
              for m in re.findall(r'load_results\(\\"([\w.]+)\\"\)', nb.read_text())}
     assert names >= {"degradation_cpu.json", "softmax_vs_ce.json"}
+    patterns = package_data_patterns()
     for name in names:
-        assert any(Path(name).match(p) for p in SHIPPED["results"][1]), name
+        assert any(Path("shipped/results", name).match(p) for p in patterns), name
         assert results_file(name).is_file()
 
 

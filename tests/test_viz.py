@@ -8,8 +8,8 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from resnet_edu.gradients import ACTIVATION, WEIGHT, GradientNorms, NormRow, plot_norms_vs_depth
-from resnet_edu.live import plot_training_curves
+from resnet_edu.gradients import ACTIVATION, WEIGHT, GradientNorms, NormRow
+from resnet_edu.plots import plot_norms_vs_depth, plot_training_curves
 
 
 def _table(norms, kind=WEIGHT):
@@ -93,7 +93,7 @@ def test_bad_input_raises_value_error():
 
 
 def test_a_net_has_one_colour_in_every_figure():
-    from resnet_edu.gradients import net_colors as _colors
+    from resnet_edu.plots import net_colors as _colors
 
     alone = _colors(["plain-56", "ResNet-56"])
     family = _colors(["plain-20", "ResNet-20", "plain-56", "ResNet-56", "plain-110", "ResNet-110"])

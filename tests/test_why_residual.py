@@ -9,6 +9,12 @@ import pytest
 import torch
 
 from resnet_edu.checkpoints import CheckpointError
+from resnet_edu.course.nb06_why_residual import (
+    check_lag1,
+    check_lesion_prediction,
+    check_routed_forward,
+    check_shattering_prediction,
+)
 from resnet_edu.data import load_sample, normalize
 from resnet_edu.ensembles import (
     accuracy_without,
@@ -24,12 +30,6 @@ from resnet_edu.ensembles import (
     total_gradient_per_path_length,
 )
 from resnet_edu.evaluation import evaluate
-from resnet_edu.exercises.why_residual import (
-    check_lag1,
-    check_lesion_prediction,
-    check_routed_forward,
-    check_shattering_prediction,
-)
 from resnet_edu.locations import load_results
 from resnet_edu.models import cifar_resnet
 from resnet_edu.pretrained import NETS, load_pretrained, manifest, read_weights, weights_dir

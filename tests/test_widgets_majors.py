@@ -69,7 +69,7 @@ def test_every_notebook_widget_cell_builds_and_redraws(major):
 
 
 def test_every_widget_cell_says_what_to_do_without_controls():
-    from resnet_edu.notebook import NO_CONTROLS_HINT
+    from resnet_edu.course.widgets import NO_CONTROLS_HINT
 
     for nb in NOTEBOOKS:
         for cell in json.loads(nb.read_text())["cells"]:

@@ -31,7 +31,7 @@ reports, in plain words, each finding with its reasoning and its fix:
   stack shows the gradient vanishing or exploding on its way to the first block.
 
 Residual blocks are found by what the code computes, not by attribute names: the forward pass
-is traced op by op (`resnet_edu.residual`), and every addition of a branch with weight
+is traced op by op (`resnet_edu.residual_trace`), and every addition of a branch with weight
 layers and the tensor it started from (or a function of it) is a residual addition; the
 block is the smallest module whose forward makes it.
 
@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from ..dataflow import ACTIVATIONS
-from ..residual import residual_block_names
+from ..residual_trace import residual_block_names
 from ..shape_trace import Cost, check_input_shape, cost
 from .block_checks import (
     _forward_error_finding,
@@ -107,7 +107,7 @@ def residual_blocks(model: nn.Module, input_shape: Sequence[int] = (3, 32, 32),
                     ) -> list[tuple[str, nn.Module]]:
     """The modules that perform a residual addition on a pass over `input_shape`, in order.
 
-    Found by tracing (`resnet_edu.residual`); a module that adds several times is listed
+    Found by tracing (`resnet_edu.residual_trace`); a module that adds several times is listed
     once. Additions made by the model's own forward are not listed (no smaller module
     holds them; `diagnose` reports them as blocks of the model).
     """

@@ -1,6 +1,6 @@
 """The recorded pass behind `diagnose`: one traced forward and one backward on random input.
 
-`run_pass` traces the forward pass with `resnet_edu.residual.tracing` (every torch op and
+`run_pass` traces the forward pass with `resnet_edu.residual_trace.tracing` (every torch op and
 module call, linked into a data-flow graph), turns each residual addition into a
 `BlockRecord`, measures the gradient norm at each block's input and output, and collects
 what the checks need (layers with a bias feeding BatchNorm, how many normalization and
@@ -18,7 +18,7 @@ from torch import nn
 
 from ..dataflow import ACTIVATION, NORM, WEIGHT, TracedPass, tracing
 from ..modes import mode
-from ..residual import ResidualAdd, Step, residual_adds
+from ..residual_trace import ResidualAdd, Step, residual_adds
 from .report import BlockRecord, GradientRatio
 
 # a norm that subtracts a per-channel mean over the positions a conv bias is constant on

@@ -17,7 +17,7 @@ from ..ensembles import lesion_each_block
 from ..ensembles import routed_forward as library_routed_forward
 from ..models import cifar_resnet
 from ..shattered import autocorrelation, fc_net, input_gradients, sweep_depths
-from . import (
+from .exercise import (
     NotYet,
     close,
     exercise,

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from ..diagnostics import diagnose
-from . import NotYet, close, exercise, judge_choice, one_thread, require_prediction
-from .bugs import SUSPECTS, GoodBlock, TinyResNet, evaluate_correctly
-from .shapes import judge_shortcut
+from .exercise import NotYet, close, exercise, judge_choice, one_thread, require_prediction
+from .nb03_shapes import judge_shortcut
+from .suspects import SUSPECTS, GoodBlock, TinyResNet, evaluate_correctly
 
 CLAIMS = {
     "relu_shortcut_keeps_gradient": "A ReLU on an identity shortcut passes the gradient back "
@@ -386,7 +386,7 @@ def _answer_blocks() -> tuple[type, ...]:
     from torchvision.models.resnet import Bottleneck as TorchvisionBottleneck
 
     from ..blocks import ResidualBlock
-    from .bugs import _TwoConvBlock
+    from .suspects import _TwoConvBlock
 
     return (_TwoConvBlock, ResidualBlock, TorchvisionBasic, TorchvisionBottleneck)
 

@@ -1,5 +1,5 @@
-"""Notebook helpers: interactive figures that degrade to one static figure, and expected
-errors shown without halting "Run All".
+"""Notebook helpers: interactive figures that degrade to one static figure, training curves
+redrawn live, and expected errors shown without halting "Run All".
 
 In JupyterLab or Colab, `interactive_figure(draw, depth=(2, 60, 2), ...)` shows ipywidgets
 controls and redraws on every change. In static mode (nbval, nbconvert, CI, or
@@ -12,14 +12,29 @@ meant to fail through `show_error`, which catches the one exception it expects a
 
 Only API common to ipywidgets 7.6+ and 8 is used (`interactive_output`, `IntSlider`,
 `FloatSlider`, `Dropdown`, `Checkbox`, `HBox`/`VBox`), so Colab keeps the 7.x it ships.
+
+`LiveCurves` is a `fit` callback that redraws the training curves while a run goes on, only
+where a notebook front end can show it (JupyterLab, Colab); under nbval/nbconvert (static mode)
+or in a terminal it stays quiet, and the notebook draws the final curves with
+`resnet_edu.plots.plot_history` instead. It redraws at most every `every_s` seconds (and
+after the run's last epoch): each redraw is a message of an image to the front end, and a
+client that reads a cell's messages only once the cell has finished (nbval) loses those
+beyond ZeroMQ's high-water mark of 1,000 queued messages, the cell's "idle" status with them,
+and then fails the cell ("Timeout of 5 seconds exceeded waiting for output"). At one redraw
+per epoch, a run of 500 short epochs sent more than that; a redraw takes a few tenths of a
+second too, which a budgeted run pays out of its training time.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 from typing import Any
 
-from .runtime import live_widgets
+from ..plots import plot_history
+from ..runs import History
+from ..runtime import live_widgets
 
 # every notebook cell that shows widgets carries this line as a comment (tested)
 NO_CONTROLS_HINT = ("No controls above the figure? Colab: Runtime → Restart session after the "
@@ -118,3 +133,38 @@ def show_error(code: Callable[[], Any], expected: type[BaseException] = Exceptio
         return e
     print(f"No error: the code ran without raising {expected.__name__}.")
     return None
+
+
+class LiveCurves:
+    """A `fit` callback that redraws the curves in a live notebook after an epoch: at most
+    every `every_s` seconds, and always after the first and the run's last epoch."""
+
+    def __init__(self, enabled: bool | None = None, data: str = "",
+                 every_s: float = 10.0) -> None:
+        self.enabled = live_widgets() if enabled is None else enabled
+        self.data = data  # the data set's name for the title, as in `plot_history`
+        self.every_s = every_s
+        self.redraws = 0
+        self._handle: Any = None
+        self._last = -math.inf
+
+    def due(self, history: History) -> bool:
+        """Whether the figure is redrawn after the epoch `history` ends with."""
+        last_epoch = len(history.epochs) >= history.config.get("epochs", math.inf)
+        return (self._handle is None or last_epoch
+                or time.perf_counter() - self._last >= self.every_s)
+
+    def __call__(self, history: History) -> None:
+        if not self.enabled or not self.due(history):
+            return
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        fig = plot_history(history, data=self.data)
+        if self._handle is None:
+            self._handle = display(fig, display_id=True)
+        else:
+            self._handle.update(fig)
+        plt.close(fig)  # shown through the display handle, not again at the cell's end
+        self._last = time.perf_counter()
+        self.redraws += 1

@@ -14,7 +14,14 @@ import torch
 from ..data import ImageSet, load_sample
 from ..landscape import filter_normalize, line
 from ..models import cifar_resnet
-from . import NotYet, exercise, judge_choice, nontrivial_batchnorms, one_thread, returned_none
+from .exercise import (
+    NotYet,
+    exercise,
+    judge_choice,
+    nontrivial_batchnorms,
+    one_thread,
+    returned_none,
+)
 
 
 def _net_and_direction(seed: int = 0) -> tuple[torch.nn.Module, list[torch.Tensor]]:
@@ -130,7 +137,7 @@ def check_curvature_prediction(choice: object, measured: Mapping[str, float] | N
     """Which net of the deepest plain/residual pair measured (56 layers, else 20) has the
     larger |lam_min / lam_max| at its trained weights: a factor of 2 or more decides, closer
     than that is 'about the same'. `measured`: the ratio per net name ("plain56", ...);
-    without it, the stored results of `bench/landscapes.py` (results/landscapes.json)."""
+    without it, the stored results of `bench/landscapes.py` (`landscapes.json`)."""
     what = "the net with more negative curvature at its trained weights"
     if choice is Ellipsis:
         raise NotYet(f"choose {what} first: one of "

@@ -1,16 +1,16 @@
 """Checks for notebook 00, start here: the degradation puzzle and a first block's forward.
 
-The prediction is judged against the stored run (`results/degradation_cpu.json`, read through
-the package). The two forward passes run on blocks the check builds itself, with weights
-copied from a library block (`resnet_edu.blocks.BasicBlock`), and must give that block's own
-output in eval and in training mode. The notebook gives the parts and numbered rules and
-leaves the decisions (where the ReLUs and the addition go) to the student. A wrong answer is
-compared with the usual slips (a ReLU in the wrong place, a missing shortcut, BatchNorm and
-ReLU swapped, ...), and for the residual block the check measures what the decision costs:
-whether the block is the identity when its branch is switched off (rule 4), whether its
-output can be negative (rule 5), whether the branch can lower a feature as well as raise it
-(rule 6). The hint names the rule with the number. The global random state is left as it
-was.
+The prediction is judged against the stored run (`degradation_cpu.json` of the shipped results,
+read through the package). The two forward passes run on blocks the check builds itself, with
+weights copied from a library block (`resnet_edu.blocks.BasicBlock`), and must give that
+block's own output in eval and in training mode. The notebook gives the parts and numbered
+rules and leaves the decisions (where the ReLUs and the addition go) to the student. A wrong
+answer is compared with the usual slips (a ReLU in the wrong place, a missing shortcut,
+BatchNorm and ReLU swapped, ...), and for the residual block the check measures what the
+decision costs: whether the block is the identity when its branch is switched off (rule 4),
+whether its output can be negative (rule 5), whether the branch can lower a feature as well as
+raise it (rule 6). The hint names the rule with the number. The global random state is left as
+it was.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 
 from ..blocks import BasicBlock
 from ..locations import load_results
-from . import NotYet, exercise, judge_choice, nontrivial_batchnorms, returned_none
+from .exercise import NotYet, exercise, judge_choice, nontrivial_batchnorms, returned_none
 
 RUN = "degradation_cpu.json"
 PLAIN_NETS = ("plain-20", "plain-56")

@@ -17,7 +17,7 @@ import torch
 from ..blocks import BasicBlock, PreActBlock
 from ..models import resnet18
 from ..stacks import LinearStack, expected_rms_gain, jacobian_gains
-from . import NotYet, close, exercise, judge_choice, nontrivial_batchnorms, returned_none
+from .exercise import NotYet, close, exercise, judge_choice, nontrivial_batchnorms, returned_none
 
 
 def _seeded_preact_block(channels: int = 8) -> PreActBlock:

@@ -15,7 +15,7 @@ from torch import nn
 from ..blocks import BasicBlock
 from ..shapes import conv_output_size
 from ..shortcuts import needs_projection
-from . import NotYet, exercise, names_used, returned_none
+from .exercise import NotYet, exercise, names_used, returned_none
 
 # Exercise 3: a BasicBlock(64, 128, stride=2) whose two 3x3 convs have padding 0 receives a
 # batch of shape (8, 64, 15, 15); its shortcut is option B

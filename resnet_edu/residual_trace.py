@@ -13,9 +13,10 @@ and on shortcuts computed in `forward` with functional ops. What it cannot see: 
 does not run torch ops from Python while traced (TorchScript modules) and data that leaves
 torch on the way (`.numpy()`); `TracedPass.connected` is then False.
 
-`find_residual_blocks(model, x)` is the one definition of "residual block" the package uses
-(`shape_trace.trace_shapes`, `gradients.gradient_norms`, `stacks.is_identity_shortcut` and
-`diagnostics.diagnose`).
+`residual_additions(model, x)` reads residual blocks out of code the package did not write:
+`diagnostics.diagnose` (any model), `shape_trace.trace_shapes` and `stacks.is_identity_shortcut`
+(a student's block). The package's own nets find their blocks by type (`ResidualBlock`, its
+plain twins included), as torchvision would.
 """
 
 from __future__ import annotations
@@ -236,7 +237,7 @@ def _common_module(names: Sequence[str]) -> str:
     return ".".join(common)
 
 
-def find_residual_blocks(model: nn.Module, x: torch.Tensor) -> list[ResidualAdd]:
+def residual_additions(model: nn.Module, x: torch.Tensor) -> list[ResidualAdd]:
     """The residual additions of `model(x)`, found by tracing one forward pass.
 
     Runs in eval mode without gradients and puts the mode back, so nothing in the model
@@ -255,4 +256,4 @@ def find_residual_blocks(model: nn.Module, x: torch.Tensor) -> list[ResidualAdd]
 
 def residual_block_names(model: nn.Module, x: torch.Tensor) -> list[str]:
     """The names of the modules that perform a residual addition, each once, in order."""
-    return list(dict.fromkeys(r.block for r in find_residual_blocks(model, x)))
+    return list(dict.fromkeys(r.block for r in residual_additions(model, x)))

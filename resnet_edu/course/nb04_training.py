@@ -15,11 +15,18 @@ from torch import nn
 
 from ..augment import DeviceLoader
 from ..data import load_sample
-from ..live import smoothed_loss_floor
-from ..recipe import TrainConfig, build_model, lr_at, param_groups, preset, train_resolution
+from ..recipe import (
+    TrainConfig,
+    build_model,
+    lr_at,
+    param_groups,
+    preset,
+    smoothed_loss_floor,
+    train_resolution,
+)
 from ..train import fit, lr_schedule, make_parts, training_images
-from . import NotYet, close, exercise, names_used, one_thread, require_prediction
-from .bug_hunt import called_from_library, raised_in_library
+from .exercise import NotYet, close, exercise, names_used, one_thread, require_prediction
+from .nb05_bug_hunt import called_from_library, raised_in_library
 
 
 def _small_model() -> nn.Module:

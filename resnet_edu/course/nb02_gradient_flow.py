@@ -20,7 +20,7 @@ from torch import nn
 from ..data import load_sample, normalize
 from ..gradients import ACTIVATION, WEIGHT, GradientNorms, drift_decades, gradient_norms
 from ..models import cifar_resnet
-from . import NotYet, close, exercise, judge_choice, judge_prediction, returned_none
+from .exercise import NotYet, close, exercise, judge_choice, judge_prediction, returned_none
 
 GradNormLoop = Callable[[nn.Module, torch.Tensor, torch.Tensor], Mapping[str, float]]
 

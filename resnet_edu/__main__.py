@@ -17,6 +17,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -116,25 +117,30 @@ def _parser() -> argparse.ArgumentParser:
 
 # --- checks, before any work ---------------------------------------------------------------
 
-def _check(check, flag: str, value, **limits):
-    """Run a `resnet_edu.checks` function, turning its ValueError into a UsageError."""
-    try:
-        return check(flag, value, **limits)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+# the flag of each argument the recipe and the data loader check (`checks.ArgumentError.name`)
+FLAGS = {"epochs": "--epochs", "seed": "--seed", "lr": "--lr", "weight_decay": "--weight-decay",
+         "budget_s": "--budget", "val_size": "--val-size"}
 
-
-_HOW_TO_GET_DATA = ("point --data-dir at the folder holding cifar-10-batches-py/, add "
+_HOW_TO_GET_DATA = ("Point --data-dir at the folder holding cifar-10-batches-py/, add "
                     "--download to fetch it (170 MB), or use --sample for the small sample "
-                    "shipped with the package")
+                    "shipped with the package.")
+
+
+@contextmanager
+def _flags():
+    """A bad argument found by the library (the recipe, the data loader) is a usage error that
+    names the flag, not the Python argument."""
+    from .checks import ArgumentError
+
+    try:
+        yield
+    except ArgumentError as e:
+        raise UsageError(str(e.renamed(FLAGS.get(e.name, e.name)))) from None
 
 
 def _check_data_args(args: argparse.Namespace) -> None:
-    from .checks import check_int
     from .data import LAYOUT, missing_files
 
-    if args.val_size is not None:
-        _check(check_int, "--val-size", args.val_size, low=0)
     if args.sample and (args.data_dir is not None or args.download):
         raise UsageError("--sample uses the shipped sample: leave out --data-dir and --download")
     if args.data_dir is not None and not args.download:
@@ -143,7 +149,7 @@ def _check_data_args(args: argparse.Namespace) -> None:
             where = Path(args.data_dir).expanduser()
             found = "no such folder" if not where.exists() else f"missing {', '.join(missing)}"
             raise UsageError(f"--data-dir {args.data_dir}: no complete CIFAR-10 copy there "
-                             f"(looked for {LAYOUT}/ in it, or it being one: {found}); "
+                             f"(looked for {LAYOUT}/ in it, or it being one: {found}). "
                              + _HOW_TO_GET_DATA)
 
 
@@ -163,18 +169,14 @@ def _load(args: argparse.Namespace):
     from . import data
 
     try:
-        if args.sample:
-            return data.load_sample(**({} if args.val_size is None else
-                                       {"val_size": args.val_size}))
-        return data.load_cifar10(args.data_dir, args.download, val_size=args.val_size)
-    except data.DatasetError as e:
-        message = str(e)
-        how = getattr(data, "_HOW_TO_GET", None)  # the Python-API advice becomes CLI advice
-        if how:
-            message = message.replace(how, _HOW_TO_GET_DATA[0].upper() + _HOW_TO_GET_DATA[1:])
-        raise data.DatasetError(message) from None
-    except ValueError as e:  # the only other ValueError: a --val-size too large for the data
-        raise UsageError(str(e).replace("val_size", "--val-size", 1)) from None
+        with _flags():  # a --val-size the data set cannot give
+            if args.sample:
+                return data.load_sample(**({} if args.val_size is None else
+                                           {"val_size": args.val_size}))
+            return data.load_cifar10(args.data_dir, args.download, val_size=args.val_size)
+    except data.DatasetNotFound as e:  # the command line's advice instead of the Python API's
+        raise data.DatasetNotFound(e.problem, e.looked, e.download_error,
+                                   _HOW_TO_GET_DATA) from None
 
 
 # --- the commands --------------------------------------------------------------------------
@@ -182,31 +184,24 @@ def _load(args: argparse.Namespace):
 def train(args: argparse.Namespace) -> int:
     from .budget import evaluation_seconds, parse_budget
     from .checkpoints import lock_out_dir, prepare_out_dir
-    from .checks import SEED_MAX, check_float, check_int
     from .evaluation import evaluate
     from .recipe import build_model, preset
     from .runtime import seed_everything
     from .train import eval_settings, fit
 
-    if args.epochs is not None:
-        _check(check_int, "--epochs", args.epochs, low=1)
-    if args.seed is not None:
-        _check(check_int, "--seed", args.seed, low=0, high=SEED_MAX)
-    if args.lr is not None:
-        _check(check_float, "--lr", args.lr, low=0, low_open=True)
-    if args.weight_decay is not None:
-        _check(check_float, "--weight-decay", args.weight_decay, low=0)
     _check_data_args(args)
     device = _device(args.device)
     changes = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed), ("lr", args.lr),
                                  ("weight_decay", args.weight_decay)) if v is not None}
     if args.budget is not None:
-        changes["budget_s"] = _check(parse_budget, "--budget", args.budget)
+        with _flags():
+            changes["budget_s"] = parse_budget("--budget", args.budget)
     elif args.epochs is not None:  # epochs asked for: they win over the preset's budget
         changes["budget_s"] = None
     if args.compile:
         changes["compile"] = True
-    config = preset(args.preset, **changes)
+    with _flags():  # the recipe checks its own fields, once (TrainConfig)
+        config = preset(args.preset, **changes)
     out = prepare_out_dir(args.out, name="--out")
     with lock_out_dir(out):  # refused at once if another training writes there
         t0 = time.perf_counter()

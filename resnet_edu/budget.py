@@ -49,6 +49,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from .checks import ArgumentError
 from .data import IMAGE_SIZE, ImageSet
 
 REPLAN_DRIFT = 0.2  # a window whose steps take 20 % more or less than planned is off the plan
@@ -130,10 +131,9 @@ def parse_budget(name: str, text: str) -> float | None:
     except ValueError:
         seconds = float("nan")
     if not seconds > 0 or seconds == float("inf"):
-        raise ValueError(f"{name} must be a positive time such as 10m, 90s or 600 (seconds), "
-                         f"or 'none', got {text!r}")
+        raise ArgumentError(name, "must be a positive time such as 10m, 90s or 600 (seconds), "
+                                  f"or 'none', got {text!r}")
     return seconds
-
 
 
 def epoch_seconds(speed: Speed, resolution: int, steps: int, eval_images: int) -> float:

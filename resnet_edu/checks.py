@@ -18,6 +18,19 @@ import torch
 SEED_MAX = 2**32 - 1  # NumPy's seeds are 32-bit
 
 
+class ArgumentError(ValueError):
+    """A bad argument: `name` (what the caller called it) and `requirement` ("must be ...,
+    got ..."). A front end that calls the argument something else, such as the command line's
+    `--epochs` for `epochs`, says so with `renamed`."""
+
+    def __init__(self, name: str, requirement: str) -> None:
+        super().__init__(f"{name} {requirement}")
+        self.name, self.requirement = name, requirement
+
+    def renamed(self, name: str) -> ArgumentError:
+        return ArgumentError(name, self.requirement)
+
+
 def _interval(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
     if low is not None and high is not None:
         return f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
@@ -31,27 +44,26 @@ def _interval(low: float | None, high: float | None, low_open: bool, high_open: 
 def check_int(name: str, value: object, *, low: int | None = None, high: int | None = None,
               ) -> int:
     """`value` if it is an int in [low, high]; bools and floats like 10.5 are refused."""
-    expected = f"{name} must be an integer {_interval(low, high, False, False)}".rstrip()
+    expected = f"must be an integer {_interval(low, high, False, False)}".rstrip()
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{expected}, got {value!r} ({type(value).__name__})")
+        raise ArgumentError(name, f"{expected}, got {value!r} ({type(value).__name__})")
     if (low is not None and value < low) or (high is not None and value > high):
-        raise ValueError(f"{expected}, got {value!r}")
+        raise ArgumentError(name, f"{expected}, got {value!r}")
     return int(value)
 
 
 def check_float(name: str, value: object, *, low: float | None = None, high: float | None = None,
                 low_open: bool = False, high_open: bool = False) -> float:
     """`value` as a float if it is a finite real number in the interval (nan and inf are not)."""
-    expected = f"{name} must be a finite number {_interval(low, high, low_open, high_open)}"
-    expected = expected.rstrip()
+    expected = f"must be a finite number {_interval(low, high, low_open, high_open)}".rstrip()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{expected}, got {value!r} ({type(value).__name__})")
+        raise ArgumentError(name, f"{expected}, got {value!r} ({type(value).__name__})")
     v = float(value)
     outside = (not math.isfinite(v)
                or (low is not None and (v <= low if low_open else v < low))
                or (high is not None and (v >= high if high_open else v > high)))
     if outside:
-        raise ValueError(f"{expected}, got {value!r}")
+        raise ArgumentError(name, f"{expected}, got {value!r}")
     return v
 
 

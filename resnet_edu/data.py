@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checks import check_int
+from .checks import ArgumentError, check_int
 from .locations import default_data_dir, shipped
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -47,10 +47,13 @@ class DatasetError(ValueError):
 
 
 class DatasetNotFound(DatasetError):
-    """No copy in any of the places `looked`, and no download (or a failed one)."""
+    """No copy in any of the places `looked`, and no download (or a failed one). The message is
+    `problem` and then `how_to_get` (the Python API's advice; the command line gives its own)."""
 
-    def __init__(self, message: str, looked: list[Path], download_error: str | None = None):
-        super().__init__(message)
+    def __init__(self, problem: str, looked: list[Path], download_error: str | None = None,
+                 how_to_get: str = "") -> None:
+        super().__init__(f"{problem} {how_to_get}".strip())
+        self.problem, self.how_to_get = problem, how_to_get
         self.looked, self.download_error = looked, download_error
 
 
@@ -200,13 +203,13 @@ def find_cifar10(data_dir: str | Path | None = None, download: bool = False) -> 
             reason = f"{type(e).__name__}: {e}"
             raise DatasetNotFound(
                 f"CIFAR-10 is not in {looked} and the download into {target} failed "
-                f"({reason}). {_HOW_TO_GET}", candidates, reason) from e
+                f"({reason}).", candidates, reason, HOW_TO_GET) from e
         return _batches_dir(target)
-    raise DatasetNotFound(
-        f"CIFAR-10 not found: looked for {LAYOUT}/ in {looked}. {_HOW_TO_GET}", candidates)
+    raise DatasetNotFound(f"CIFAR-10 not found: looked for {LAYOUT}/ in {looked}.", candidates,
+                          how_to_get=HOW_TO_GET)
 
 
-_HOW_TO_GET = (
+HOW_TO_GET = (
     "Pass download=True (or run `python -m resnet_edu download`) to fetch it (170 MB), or "
     f"point data_dir or ${ENV_VAR} at a folder holding {LAYOUT}/, or use load_sample() "
     "for the small sample shipped with the package."
@@ -224,8 +227,11 @@ def train_val_split(train: ImageSet, val_size: int | None = None, seed: int = 0
     None holds out a tenth (`default_val_size`)."""
     if val_size is None:
         val_size = default_val_size(len(train))
-    val_size = check_int(f"val_size (the training set has {len(train):,} images)", val_size,
-                         low=0, high=len(train) - 1)
+    try:
+        val_size = check_int("val_size", val_size, low=0, high=len(train) - 1)
+    except ArgumentError as e:
+        raise ArgumentError(e.name, f"{e.requirement}: the training set has {len(train):,} "
+                                    "images") from None
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
     return train.subset(order[val_size:]), train.subset(order[:val_size])
 

@@ -74,9 +74,9 @@ def test_train_on_the_sample_folder_then_evaluate(tmp_path, capsys):
     (["--weight-decay", "nan"], "--weight-decay must be a finite number >= 0, got nan"),
     (["--device", "gpu"], "--device must be 'cuda', 'mps' or 'cpu'"),
     (["--val-size", "10.5"], "argument --val-size: invalid int value: '10.5'"),
-    (["--val-size", "-3"], "--val-size must be an integer >= 0, got -3"),
-    (["--val-size", "5000"], "--val-size (the training set has 2,000 images) must be an "
-                             "integer in [0, 1999], got 5000"),
+    (["--val-size", "-3"], "--val-size must be an integer in [0, 1999], got -3"),
+    (["--val-size", "5000"], "--val-size must be an integer in [0, 1999], got 5000: the "
+                             "training set has 2,000 images"),
     (["--data-dir", "x"], "--sample uses the shipped sample: leave out --data-dir"),
 ])
 def test_bad_arguments_fail_fast_with_one_line(args, expected, tmp_path, capsys):

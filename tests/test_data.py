@@ -132,8 +132,8 @@ def test_batches_pickled_by_any_protocol_still_load(copy, protocol):
 def test_val_size_errors_name_the_argument(val_size, message):
     with pytest.raises(ValueError, match=re.escape(message)) as e:
         load_sample(val_size=val_size)
-    assert str(e.value).startswith("val_size (the training set has 2,000 images) must be an "
-                                   "integer in [0, 1999]")
+    assert str(e.value).startswith("val_size must be an integer in [0, 1999], got ")
+    assert str(e.value).endswith(": the training set has 2,000 images")
 
 
 def test_the_default_validation_split_is_a_tenth(copy):

@@ -12,7 +12,7 @@ removed and nothing else changed, so "plain vs residual" differs in exactly one 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -42,6 +42,13 @@ class ResidualBlock(nn.Module):
     """
 
     expansion: ClassVar[int] = 1
+
+    def __new__(cls, *args: Any, residual: bool = True, **kwargs: Any) -> ResidualBlock:
+        # BasicBlock(..., residual=False) is made a PlainBasicBlock (PLAIN_TWIN, at the end of
+        # this file), so that `isinstance` finds the plain blocks however they were built
+        if residual is False and cls in PLAIN_TWIN:
+            cls = PLAIN_TWIN[cls]
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -237,7 +244,7 @@ class PlainBasicBlock(BasicBlock):
     """`BasicBlock` without its shortcut, y = ReLU(F(x)): the blocks of He et al.'s plain nets
     (Fig. 3, middle), and what `cifar_resnet(..., residual=False)` builds. The same layers,
     names and state_dict as `BasicBlock(..., residual=False)`; a class of its own so that
-    `isinstance(m, PlainBasicBlock)` finds them."""
+    `isinstance(m, PlainBasicBlock)` finds them: `BasicBlock(..., residual=False)` makes one too."""
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, shortcut: str = "B",
                  norm_layer: NormLayer | None = None, *, residual: bool = False) -> None:

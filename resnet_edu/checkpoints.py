@@ -31,7 +31,8 @@ from .recipe import TrainConfig
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.json"
 LOCK = "train.lock"  # holds the id of the process training into the folder
-CHECKPOINT_KEYS = ("model", "optimizer", "scaler", "epoch", "config", "history")
+CHECKPOINT_KEYS = ("model", "optimizer", "scaler", "epoch", "config", "history", "planned_epochs",
+                   "planned_steps", "data", "start_loss", "hardware")
 _TEMP_SUFFIX = ".tmp"
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .blocks import PLAIN_TWIN, BasicBlock, Bottleneck, PreActBlock, ResidualBlock
+from .blocks import BasicBlock, Bottleneck, PreActBlock, ResidualBlock
 from .checks import check_images, check_int
 from .shortcuts import NormLayer, check_shortcut_option
 
@@ -34,8 +34,6 @@ def make_layer(
 ) -> nn.Sequential:
     """One stage: the first block changes stride/width, the rest keep them. A plain stage
     (`residual=False`) is built of the block's plain twin (`PlainBasicBlock`, ...)."""
-    if not residual:
-        block = PLAIN_TWIN.get(block, block)
     layers = [block(inplanes, planes, stride, shortcut, norm_layer, residual=residual)]
     for _ in range(1, blocks):
         layers.append(block(planes * block.expansion, planes, 1, shortcut, norm_layer,
@@ -223,14 +221,14 @@ class CifarResNet(ResNetBase):
         self.depth, self.preact = depth, preact
 
         self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
-        # a pre-activation net normalizes inside its first block instead
-        self.bn1 = nn.Identity() if preact else self.norm_layer(width)
+        if not preact:  # a pre-activation net normalizes inside its first block instead
+            self.bn1 = self.norm_layer(width)
         self.relu = nn.ReLU(inplace=True)
         self.layer1 = self._make_layer(width, width, n, stride=1)
         self.layer2 = self._make_layer(width, 2 * width, n, stride=2)
         self.layer3 = self._make_layer(2 * width, 4 * width, n, stride=2)
-        # pre-activation blocks end in a conv: the net adds the last BN + ReLU (He et al. 2016)
-        self.final_norm = self.norm_layer(4 * width) if preact else nn.Identity()
+        if preact:  # its blocks end in a conv: the net adds the last BN + ReLU (He et al. 2016)
+            self.final_norm = self.norm_layer(4 * width)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(4 * width, num_classes)
         self._init_weights(init, zero_init_residual)

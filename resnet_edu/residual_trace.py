@@ -127,7 +127,7 @@ def residual_adds(traced: TracedPass) -> list[ResidualAdd]:
     for r in found:  # one module adding twice (a whole net in one forward): number them
         if counts[r.block] > 1:
             seen[r.block] = seen.get(r.block, 0) + 1
-            r = _replace_block(r, f"{r.block or '(model)'} add {seen[r.block]}")
+            r = replace(r, block=f"{r.block or '(model)'} add {seen[r.block]}")
         named.append(r)
     return named
 
@@ -221,10 +221,6 @@ def _analyse(traced: TracedPass, call: int, a: int, b: int, failed: bool, out: i
         fork_is_block_input=call >= 0 and fork in traced.calls[call].inputs,
         failed=failed, shortcut_module=holder,
         branch_last_layer=_last_layer(traced, top, fork), call=call, fork=fork, output=out)
-
-
-def _replace_block(r: ResidualAdd, block: str) -> ResidualAdd:
-    return replace(r, block=block)
 
 
 def _common_module(names: Sequence[str]) -> str:

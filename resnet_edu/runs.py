@@ -78,19 +78,16 @@ def data_fingerprint(data: Cifar10) -> dict[str, Any]:
 def check_resume(state: dict[str, Any], config: TrainConfig, data: dict[str, Any],
                   path: Path) -> None:
     saved, now = state["config"], config.to_dict()
-    # a field the checkpoint lacks was added to TrainConfig after it was written, with a
-    # default that keeps the behaviour the run trained with
-    default = {f.name: f.default for f in dataclasses.fields(config)}
-    differ = sorted(k for k in now if saved.get(k, default[k]) != now[k])
+    differ = sorted(k for k in now if saved.get(k) != now[k])
     if differ:
-        detail = ", ".join(f"{k}: {saved.get(k, default[k])!r} -> {now[k]!r}" for k in differ)
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in differ)
         raise CheckpointError(f"{path} was written with a different recipe ({detail}); "
                               f"resuming would not reproduce the run: {START_OVER}")
-    before = state.get("data")  # checkpoints written before data fingerprints had none
-    if before is not None and before.get("fingerprint") != data["fingerprint"]:
+    before = state["data"]
+    if before["fingerprint"] != data["fingerprint"]:
         raise CheckpointError(
-            f"{path} was trained on other data ({before.get('train')} training and "
-            f"{before.get('val')} validation images from {before.get('source')}; now "
+            f"{path} was trained on other data ({before['train']} training and "
+            f"{before['val']} validation images from {before['source']}; now "
             f"{data['train']} and {data['val']} from {data['source']}); resuming would mix "
             f"the two in one run: use the same data as before, or {START_OVER}")
 
@@ -130,16 +127,13 @@ class RunState:
         parts.scaler.load_state_dict(saved["scaler"])
         if self.config.budget_s is not None:  # finish the schedule planned when the run began
             self.run = dataclasses.replace(self.config, epochs=int(saved["planned_epochs"]))
-        steps = len(parts.loader)
-        self.total_steps = int(saved.get("planned_steps", self.run.epochs * steps))
+        self.total_steps = int(saved["planned_steps"])
         self.history = History(self.run.to_dict(), resumed_hardware(saved, self.history.hardware),
                                list(saved["history"]))
         self.epoch = int(saved["epoch"])
-        self.start_loss = saved.get("start_loss")
-        if self.start_loss is None and self.history.epochs:  # written before the guard existed
-            self.start_loss = self.history.epochs[0]["train_loss"]
+        self.start_loss = saved["start_loss"]
         if self.epoch >= self.run.epochs:  # finished: the loaded run's own hardware only
-            self.history.hardware = saved.get("hardware", NOT_RECORDED)
+            self.history.hardware = saved["hardware"]
         if self.config.budget_s is not None:  # the plan as the run printed it, from its record
             try:
                 plan = History.load(self.ckpt_path.parent / HISTORY).config.get("plan")
@@ -179,11 +173,8 @@ class RunState:
         self.history.save(self.ckpt_path.parent / HISTORY)
 
 
-NOT_RECORDED = "hardware not recorded (a checkpoint written before it was)"
-
-
 def resumed_hardware(state: dict[str, Any], here: str) -> str:
     """The hardware a resumed run trained on: the checkpoint's, then (if it differs) `here`,
     the machine that continues it."""
-    before = state.get("hardware", NOT_RECORDED)
+    before = state["hardware"]
     return before if before == here or before.endswith(f"then {here}") else f"{before}, then {here}"

@@ -184,3 +184,8 @@ def test_plain_nets_are_built_of_plain_blocks_that_isinstance_finds():
     # torchvision's names: the plain net's state_dict is the residual net's minus shortcuts
     assert set(plain.state_dict()) <= set(cifar_resnet(20, shortcut="B").state_dict())
     assert isinstance(resnet18(residual=False).layer1[0], PlainBasicBlock)
+    # built directly, a block without its shortcut is its plain twin too
+    assert type(BasicBlock(8, 8, residual=False)) is PlainBasicBlock
+    assert type(Bottleneck(8, 2, residual=False)) is PlainBottleneck
+    assert type(PreActBlock(8, 8, residual=False)) is PlainPreActBlock
+    assert type(BasicBlock(8, 8)) is BasicBlock

@@ -88,8 +88,8 @@ def test_a_torchvision_state_dict_says_how_to_load_it(tmp_path, capsys):
     assert "model.load_state_dict(torch.load(path, weights_only=True))" in message
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(3), "step": 4}, other)
-    assert "it lacks model, optimizer, scaler, epoch, config, history" in _explained(other,
-                                                                                   capsys)
+    assert ("it lacks model, optimizer, scaler, epoch, config, history, planned_epochs, "
+            "planned_steps, data, start_loss, hardware") in _explained(other, capsys)
 
 
 def test_an_unknown_config_field_and_another_architecture(checkpoint, tmp_path, capsys):

@@ -285,7 +285,7 @@ COLAB_TOOLS = ("pytest>=8.0", "pytest-xdist>=3.5", "nbval>=0.11", "setuptools>=6
 # unit tests that need what Colab lacks (JupyterLab, a browser, the docs or the lab extras), or
 # that build a wheel themselves; every other test file runs on Colab's stack
 COLAB_SKIPPED_TESTS = ("test_browser.py", "test_packaging.py", "test_site.py", "test_slides.py",
-                       "test_user_paths.py", "test_wheel_notebooks.py")
+                       "test_locations.py", "test_wheel_notebooks.py")
 # Deprecation warnings are errors in the tests, on both stacks, in pytest (tests/conftest.py)
 # and inside every notebook kernel (an IPython start-up file, below): ours, such as a tensor
 # handed to matplotlib (numpy 2 asks its __array__ for a copy keyword), are bugs to fix. Those
@@ -437,7 +437,7 @@ def test_colab(extra: list[str]) -> int:
         rc = subprocess.call([str(VENV_COLAB / "bin" / "pytest"), "-p", "no:cacheprovider",
                               "-q", "--nbval-lax", "--nbval-current-env", *workers, *extra,
                               "."], cwd=run, env=env)
-    tests = [str(p) for p in sorted((ROOT / "tests").glob("test_*.py"))
+    tests = [str(p) for p in sorted((ROOT / "tests").rglob("test_*.py"))
              if p.name not in COLAB_SKIPPED_TESTS]
     # the pytest script, not `python -m pytest`: the checkout's folder stays off sys.path,
     # so the tests import the installed wheel

@@ -4,7 +4,7 @@
     python bench/readme_table.py --write   # replace the table in README.md
 
 Every figure in the table is read from a results file, and the hardware is what that file
-recorded. `tests/test_readme_results.py` checks that README.md holds exactly this table, so a
+recorded. `tests/repo/test_readme_results.py` checks that README.md holds exactly this table, so a
 re-run that changes a result fails the tests until the README is regenerated.
 """
 

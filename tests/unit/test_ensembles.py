@@ -1,0 +1,82 @@
+"""Residual nets as paths (Veit et al. 2016): path counts, routes through a block, the gradient
+per path length, lesions."""
+
+
+import pytest
+import torch
+
+from resnet_edu.data import load_sample, normalize
+from resnet_edu.ensembles import (
+    accuracy_without,
+    block_input_gradients,
+    downsampling_blocks,
+    gradient_per_path_length,
+    lesion_random_blocks,
+    path_counts,
+    path_length_distribution,
+    residual_blocks,
+    routed_forward,
+    routes,
+    total_gradient_per_path_length,
+)
+from resnet_edu.evaluation import evaluate
+from resnet_edu.models import cifar_resnet
+
+
+def test_path_counts_are_binomial():
+    assert path_counts(3) == [1, 3, 3, 1] and sum(path_counts(9)) == 2**9
+    assert sum(path_length_distribution(54)) == pytest.approx(1.0)
+    assert total_gradient_per_path_length([1.0, 0.5, 0.25]) == [1.0, 1.0, 0.25]
+
+
+@pytest.mark.parametrize("preact", [False, True])
+def test_routes_keep_the_forward_values_and_restrict_the_gradient(preact):
+    torch.manual_seed(0)
+    net = cifar_resnet(8, preact=preact).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = net(x)
+        for route in ("branch", "skip"):
+            with routes(net, [route] * 3):
+                assert torch.equal(net(x), ref)
+    assert all("forward" not in b.__dict__ for b in residual_blocks(net))  # restored
+    block = net.layer1[0]
+    inp = torch.relu(torch.randn(2, 16, 8, 8)).requires_grad_(True)
+    out = routed_forward(block, inp, "skip")
+    out.sum().backward()
+    assert all(p.grad is None for p in block.parameters())  # skip only: no branch gradient
+
+
+def test_skip_only_gradient_is_unchanged_through_a_preactivation_stage():
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    pre = block_input_gradients(cifar_resnet(20, preact=True), x, y, route="skip")
+    assert len(pre) == 10
+    # identity shortcuts from block input 0 to 3, 4 to 6 and 7 to 9 (3 and 6 downsample)
+    for a, b in ((0, 3), (4, 6), (7, 9)):
+        assert pre[a] == pytest.approx(pre[b], rel=1e-5)  # Eq. 5's "1", exactly
+    post = block_input_gradients(cifar_resnet(20), x, y, route="skip")
+    assert post[0] < post[3]  # the ReLU after each addition masks the skip path
+
+
+def test_gradient_per_path_length_and_lesions_on_a_small_net():
+    torch.manual_seed(0)
+    net = cifar_resnet(8)
+    sample = load_sample()
+    x, y = normalize(sample.test.images[:8]), sample.test.labels[:8]
+    per_path = gradient_per_path_length(net, x, y, samples=2)
+    assert len(per_path) == 4 and all(g > 0 for g in per_path)
+    assert downsampling_blocks(net) == [1, 2]
+    small = sample.test.subset(slice(0, 32))
+    assert accuracy_without(net, small, []) == evaluate(net, small)["acc"]
+    lesions = lesion_random_blocks(net, small, trials=2)
+    assert sorted(lesions) == [0, 1, 2, 3] and len(lesions[1]) == 2 and len(lesions[3]) == 1
+    with pytest.raises(ValueError, match="deleted block index"):
+        accuracy_without(net, small, [3])
+    with pytest.raises(ValueError, match="one route per block"), routes(net, ["skip"]):
+        pass
+    plain = cifar_resnet(8, residual=False)
+    with pytest.raises(ValueError, match="no skip"):
+        routed_forward(plain.layer1[0], torch.zeros(1, 16, 8, 8), "skip")
+    deleted = routed_forward(plain.layer2[0], torch.ones(1, 16, 8, 8), "deleted")
+    assert deleted.shape == (1, 32, 4, 4)  # option A: stride 2, zero-padded channels

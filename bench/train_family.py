@@ -111,7 +111,7 @@ def ship(args: argparse.Namespace, argv: list[str]) -> int:
     data = load_sample() if args.quick else load_cifar10(args.data_dir)
     sample = load_sample()
     out = Path(args.out_dir or ".")
-    shipped = Path(args.out_dir) if args.out_dir else SHIPPED_DIR  # results/ and weights/
+    ship_dir = Path(args.out_dir) if args.out_dir else SHIPPED_DIR  # results/ and weights/
     env = environment_report()
     nets, manifest = {}, {}
     for name in FAMILY:
@@ -123,7 +123,7 @@ def ship(args: argparse.Namespace, argv: list[str]) -> int:
                              "`python bench/train_family.py train` to finish it first")
         model = build(name)
         model.load_state_dict(state["model"])
-        path = shipped / "weights" / f"{name}.pt"
+        path = ship_dir / "weights" / f"{name}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(fp16_state_dict(model), path)
         shipped = build(name)  # what a user gets: the fp16 weights in a float32 net
@@ -170,12 +170,12 @@ def ship(args: argparse.Namespace, argv: list[str]) -> int:
                             "images, without augmentation, after each epoch",
         "paper_note": PAPER_NOTE, "nets": nets,
     }
-    (shipped / "results").mkdir(parents=True, exist_ok=True)
-    (shipped / "results" / "family.json").write_text(json.dumps(results, indent=1) + "\n")
-    (shipped / "weights" / "manifest.json").write_text(
+    (ship_dir / "results").mkdir(parents=True, exist_ok=True)
+    (ship_dir / "results" / "family.json").write_text(json.dumps(results, indent=1) + "\n")
+    (ship_dir / "weights" / "manifest.json").write_text(
         json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {shipped / 'results' / 'family.json'} and "
-          f"{shipped / 'weights' / 'manifest.json'}")
+    print(f"wrote {ship_dir / 'results' / 'family.json'} and "
+          f"{ship_dir / 'weights' / 'manifest.json'}")
     return 0
 
 

@@ -110,7 +110,6 @@ class ResidualAdd:
         return tuple(dict.fromkeys(s.label for s in self.shortcut if s.kind == ACTIVATION))
 
 
-
 def _normalized(steps: Sequence[Step]) -> bool:
     last_weight = max((i for i, s in enumerate(steps) if s.kind == WEIGHT), default=-1)
     return any(s.kind == NORM for s in steps[last_weight + 1:])
@@ -161,12 +160,14 @@ def _fork(traced: TracedPass, a: int, b: int) -> tuple[int, set[int], set[int]] 
     side_b = {n for n in popped if n in below and marks[n] == 2}
     return fork, side_a, side_b
 
+
 def _step(traced: TracedPass, n: int) -> Step:
     node = traced.nodes[n]
     module = traced.calls[node.call].module if node.call >= 0 else None
     act_module = type(module).__name__ if isinstance(module, ACTIVATIONS) else ""
     return Step(node.op, traced.calls[node.call].name if node.call >= 0 else "", node.kind,
                 node.params, act_module if node.kind == ACTIVATION else "")
+
 
 def _last_layer(traced: TracedPass, operand: int, fork: int) -> Step | None:
     """Walk back from the branch's output over ops that only pass it on (a dropout, a
@@ -179,6 +180,7 @@ def _last_layer(traced: TracedPass, operand: int, fork: int) -> Step | None:
             return _step(traced, n)
         n = node.inputs[0]
     return None
+
 
 def _block_call(traced: TracedPass, call: int, fork: int, first_op: int) -> int:
     """The smallest module call, open at the addition, that made the fork or received it

@@ -163,6 +163,7 @@ def unanswered(fn: object) -> bool:
     if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
             and isinstance(body[0].value.value, str):
         body = body[1:]  # the docstring
+
     def stub(node: ast.stmt) -> bool:
         if isinstance(node, ast.Pass):
             return True

@@ -543,6 +543,7 @@ def _check_train_one_epoch(fn: Callable[..., object]) -> str:
                      "loss.backward().")
     total = parts.config.epochs * batches
     want = [lr_at(i, total, parts.config) for i in range(batches)]
+
     def same(a: float, b: float) -> bool:
         return close(a, b, rel=1e-6, abs_=1e-9)
 

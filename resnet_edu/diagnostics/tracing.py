@@ -180,6 +180,7 @@ def _gradient_ratios(traced: TracedPass, adds: Sequence[ResidualAdd], record: Pa
         return []
     norms: dict[int, float] = {}
     boundaries = _boundary_tensors(traced, adds)
+
     def keep_norm(key: int):
         return lambda g: norms.__setitem__(key, float(g.detach().float().norm()))
 

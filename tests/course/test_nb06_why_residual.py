@@ -134,6 +134,7 @@ def test_other_right_lag1_answers_pass():
         return float((d[:-1] * d[1:]).sum() / (g.double().var() * (g.numel() - 1)))
 
     assert check_lag1(with_var).passed
+
     def as_tensor(g):  # a 0-d tensor is a number
         d = g - g.mean()
         return (d[:-1] * d[1:]).sum() / (d * d).sum()

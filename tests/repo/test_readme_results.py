@@ -13,14 +13,10 @@ ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 
 
-def _row(command_start: str) -> str:
-    rows = [line for line in README.splitlines() if line.startswith(f"| {command_start}")]
-    assert len(rows) == 1, f"expected one README benchmark row starting {command_start!r}"
+def _row(first_cell: str) -> str:
+    rows = [line for line in README.splitlines() if line.startswith(f"| {first_cell}")]
+    assert len(rows) == 1, f"expected one README table row starting {first_cell!r}"
     return rows[0]
-
-
-def _percent(fraction: float) -> str:
-    return f"{100 * fraction:.2f} %"
 
 
 def test_notebook_run_times_are_the_committed_ones():

@@ -181,7 +181,7 @@ def _load(args: argparse.Namespace):
 
 # --- the commands --------------------------------------------------------------------------
 
-def train(args: argparse.Namespace) -> int:
+def train_command(args: argparse.Namespace) -> int:
     from .budget import evaluation_seconds, parse_budget
     from .checkpoints import lock_out_dir, prepare_out_dir
     from .evaluation import evaluate
@@ -232,7 +232,7 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
-def evaluate_cmd(args: argparse.Namespace) -> int:
+def evaluate_command(args: argparse.Namespace) -> int:
     from .checkpoints import config_from_checkpoint, load_checkpoint, load_weights
     from .evaluation import evaluate
     from .recipe import build_model
@@ -256,7 +256,7 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def download(args: argparse.Namespace) -> int:
+def download_command(args: argparse.Namespace) -> int:
     from .data import DEFAULT_DIR, find_cifar10
 
     path = find_cifar10(args.data_dir or DEFAULT_DIR, download=True)
@@ -292,10 +292,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "train":
-            return train(args)
+            return train_command(args)
         if args.command == "evaluate":
-            return evaluate_cmd(args)
-        return download(args)
+            return evaluate_command(args)
+        return download_command(args)
     except (UsageError, DatasetError, CheckpointError, OutputDirError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE

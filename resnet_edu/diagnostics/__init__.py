@@ -53,11 +53,11 @@ from ..dataflow import ACTIVATIONS
 from ..residual_trace import residual_block_names
 from ..shape_trace import Cost, check_input_shape, cost
 from .block_checks import (
-    _forward_error_finding,
     find_branch_ending_in_activation,
     find_shortcut_activations,
     find_unneeded_projections,
     find_unnormalized_projections,
+    forward_error_finding,
     projection_needed,
 )
 from .model_checks import (
@@ -155,7 +155,7 @@ def diagnose(model: nn.Module, input_shape: Sequence[int], *, evaluating: bool =
     record = run_pass(model, shape, seed)
     blocks = record.blocks
     if record.error is not None:
-        findings.append(_forward_error_finding(record.error, record.error_stack, blocks))
+        findings.append(forward_error_finding(record.error, record.error_stack, blocks))
     findings += find_shortcut_activations(blocks)
     shortcuts = dict(model.named_modules())
     findings += find_unneeded_projections(

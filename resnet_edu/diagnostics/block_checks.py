@@ -20,7 +20,7 @@ def projection_needed(input_shape: Sequence[int], output_shape: Sequence[int]) -
     return tuple(input_shape) != tuple(output_shape)
 
 
-def _forward_error_finding(error: BaseException, stack: list[str],
+def forward_error_finding(error: BaseException, stack: list[str],
                            blocks: Sequence[BlockRecord]) -> Finding:
     """Turn an exception from the forward pass into a shape-mismatch or forward-error."""
     failed = next((b for b in blocks if b.failed), None)

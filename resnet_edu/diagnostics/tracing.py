@@ -1,6 +1,6 @@
 """The recorded pass behind `diagnose`: one traced forward and one backward on random input.
 
-`run_pass` traces the forward pass with `resnet_edu.residual_trace.tracing` (every torch op and
+`run_pass` traces the forward pass with `resnet_edu.dataflow.tracing` (every torch op and
 module call, linked into a data-flow graph), turns each residual addition into a
 `BlockRecord`, measures the gradient norm at each block's input and output, and collects
 what the checks need (layers with a bias feeding BatchNorm, how many normalization and

@@ -70,7 +70,10 @@ def family_recipe(epochs: int = 15) -> TrainConfig:
         name="family", width=16, epochs=epochs, batch_size=128, lr=0.2, schedule="onecycle",
         warmup=0.15, momentum=0.9, nesterov=True, weight_decay=5e-4, label_smoothing=0.0,
         padding=4, flip=True, cutout=0, min_resolution=32, full_resolution_epochs=1,
-        eval_batch_size=1000, tta=False, amp="off", channels_last=True, seed=0)
+        eval_batch_size=1000, tta=False, amp="off", channels_last=True, seed=0,
+        # the family builds its own nets (`build`, He et al.'s initialisation); the recipe's
+        # zero-init of the last BN in each block (`build_model`) is not applied to them
+        zero_init_residual=False)
 
 
 def check_name(name: object) -> str:

@@ -7,6 +7,7 @@ go through k branches, so path lengths follow a binomial distribution (Sec. 5).
 
     path_length_distribution(9)                  # C(9, k) / 2^9, k = 0..9
     gradient_per_path_length(model, x, y)        # Sec. 5: gradient carried by length-k paths
+    predicted_gradient_share(54, r=0.3)          # where one attenuation per block puts it
     lesion_each_block(model, data)               # Sec. 4.1: delete one block at a time
     lesion_random_blocks(model, data, trials=5)  # Sec. 4.3: delete k random blocks
 
@@ -151,6 +152,46 @@ def gradient_per_path_length(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
 def total_gradient_per_path_length(per_path: Sequence[float]) -> list[float]:
     """Gradient per length times the number of paths of that length (Veit et al. Fig. 6b)."""
     return [g * c for g, c in zip(per_path, path_counts(len(per_path) - 1), strict=True)]
+
+
+# --- what one attenuation per block predicts --------------------------------------------------
+# If each extra branch on a path scales its gradient by r, paths of length k carry C(n, k) r^k
+# of it in total: a Binomial(n, r / (1 + r)), whose mean n r / (1 + r) sits at the same
+# fraction of n for every depth. Veit et al.'s shift to short paths (most of ResNet-110's
+# gradient on paths of 5 to 17 of its 54 blocks) needs r well below 1; depth only narrows it.
+
+def attenuation_per_block(per_path: Sequence[float]) -> float:
+    """r, the factor per extra block on a path: exp of the least-squares slope of
+    log(gradient per path) against the path length k = 0..n."""
+    if len(per_path) < 2 or any(not g > 0 for g in per_path):
+        raise ValueError("per_path: expected two or more positive gradient norms (k = 0..n), "
+                         f"got {list(per_path)!r}")
+    logs = [math.log(g) for g in per_path]
+    ks = range(len(logs))
+    k_mean, log_mean = sum(ks) / len(logs), sum(logs) / len(logs)
+    slope = (sum((k - k_mean) * (v - log_mean) for k, v in zip(ks, logs, strict=True))
+             / sum((k - k_mean) ** 2 for k in ks))
+    return math.exp(slope)
+
+
+def predicted_gradient_share(n: int, r: float) -> list[float]:
+    """The share of the total gradient on paths of length k = 0..n when every branch scales
+    the gradient by `r`: C(n, k) r^k / (1 + r)^n (r = 1: the path-length distribution)."""
+    check_int("n", n, low=0)
+    if not (isinstance(r, (int, float)) and r > 0):
+        raise ValueError(f"r: expected a positive attenuation per block, got {r!r}")
+    p = r / (1 + r)  # the share of a Binomial(n, p), computed without (1 + r)^n overflowing
+    return [c * p**k * (1 - p) ** (n - k) for k, c in enumerate(path_counts(n))]
+
+
+def mean_path_length(share: Sequence[float]) -> float:
+    """The mean length k of a distribution over k = 0..n (it need not sum to 1)."""
+    return sum(k * s for k, s in enumerate(share)) / sum(share)
+
+
+def share_between(share: Sequence[float], low: int, high: int) -> float:
+    """The fraction of `share` on lengths low..high (both included)."""
+    return sum(share[low:high + 1]) / sum(share)
 
 
 # --- lesions (Veit et al. Sec. 4, Fig. 3 and 5) ---------------------------------------------

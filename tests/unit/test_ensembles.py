@@ -8,15 +8,19 @@ import torch
 from resnet_edu.data import load_sample, normalize
 from resnet_edu.ensembles import (
     accuracy_without,
+    attenuation_per_block,
     block_input_gradients,
     downsampling_blocks,
     gradient_per_path_length,
     lesion_random_blocks,
+    mean_path_length,
     path_counts,
     path_length_distribution,
+    predicted_gradient_share,
     residual_blocks,
     routed_forward,
     routes,
+    share_between,
     total_gradient_per_path_length,
 )
 from resnet_edu.evaluation import evaluate
@@ -80,3 +84,47 @@ def test_gradient_per_path_length_and_lesions_on_a_small_net():
         routed_forward(plain.layer1[0], torch.zeros(1, 16, 8, 8), "skip")
     deleted = routed_forward(plain.layer2[0], torch.ones(1, 16, 8, 8), "deleted")
     assert deleted.shape == (1, 32, 4, 4)  # option A: stride 2, zero-padded channels
+
+
+@pytest.mark.parametrize("n, r", [(9, 0.844), (54, 0.3), (54, 1.0), (27, 2.5)])
+def test_predicted_gradient_share_is_a_binomial_and_the_normalised_total(n, r):
+    share = predicted_gradient_share(n, r)
+    oracle = torch.distributions.Binomial(n, probs=torch.tensor(r / (1 + r), dtype=torch.float64))
+    expected = oracle.log_prob(torch.arange(n + 1, dtype=torch.float64)).exp()
+    torch.testing.assert_close(torch.tensor(share, dtype=torch.float64), expected)
+    # the same as the total of a per-path gradient falling by r per block, normalised
+    total = total_gradient_per_path_length([r**k for k in range(n + 1)])
+    torch.testing.assert_close(torch.tensor(share), torch.tensor(total) / sum(total))
+    assert mean_path_length(share) == pytest.approx(n * r / (1 + r))
+    if r == 1.0:
+        assert share == pytest.approx(path_length_distribution(n))
+
+
+def test_attenuation_is_what_the_share_depends_on_not_the_depth():
+    # the same r puts the mean at the same fraction of n, for 9 blocks and for 54
+    r = attenuation_per_block([4.6 * 0.844**k for k in range(10)])
+    assert r == pytest.approx(0.844)
+    short, deep = predicted_gradient_share(9, r), predicted_gradient_share(54, r)
+    assert mean_path_length(short) / 9 == pytest.approx(mean_path_length(deep) / 54)
+    # Veit et al.'s 5-17 of 54 blocks holds little of it at r = 0.844 and most at r = 0.3
+    assert share_between(deep, 5, 17) < 0.05 < 0.9 < share_between(
+        predicted_gradient_share(54, 0.3), 5, 17)
+
+
+def test_attenuation_fits_the_slope_of_noisy_gradients():
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.exp(0.05 * torch.randn(28, generator=gen, dtype=torch.float64))
+    per_path = [float(2.0 * 0.5**k * e) for k, e in enumerate(noise)]
+    assert attenuation_per_block(per_path) == pytest.approx(0.5, rel=0.01)
+
+
+@pytest.mark.parametrize("bad", [[1.0], [1.0, 0.0, 0.5], [1.0, float("nan")]])
+def test_attenuation_rejects_what_is_no_gradient_per_path(bad):
+    with pytest.raises(ValueError, match="expected two or more positive gradient norms"):
+        attenuation_per_block(bad)
+
+
+@pytest.mark.parametrize("r", [0, -1.0, "0.5"])
+def test_predicted_share_rejects_a_bad_attenuation(r):
+    with pytest.raises(ValueError, match="expected a positive attenuation per block"):
+        predicted_gradient_share(9, r)

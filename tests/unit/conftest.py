@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from resnet_edu.data import load_sample
+
 GPUS = {"T4": (7, 5), "V100": (7, 0), "A100": (8, 0), "RTX 3090": (8, 6), "H100": (9, 0)}
 
 
@@ -15,3 +17,9 @@ def gpu(monkeypatch):
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: f"NVIDIA {name}")
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     return use
+
+
+@pytest.fixture(scope="session")
+def sample():
+    """The CIFAR-10 sample that ships with the package, loaded once."""
+    return load_sample()

@@ -6,24 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from resnet_edu.data import ImageSet, load_sample, normalize
+from resnet_edu.data import ImageSet, normalize
 from resnet_edu.evaluation import evaluate
 
-
-@pytest.fixture(scope="module")
-def sample():
-    return load_sample()
-
-
-def _tiny_model() -> nn.Module:
-    from resnet_edu.models import resnet18_cifar
-
-    torch.manual_seed(0)
-    return resnet18_cifar(width=4)
+from helpers import tiny_model
 
 
 def test_evaluate_matches_a_manual_count_and_tta_is_flip_invariant(sample):
-    model = _tiny_model().eval()
+    model = tiny_model().eval()
     data = sample.test.subset(slice(0, 300))
     result = evaluate(model, data, tta=True, batch_size=128)
     with torch.no_grad():

@@ -12,33 +12,9 @@ from resnet_edu.blocks import BasicBlock, PlainBasicBlock
 from resnet_edu.residual_trace import residual_additions, residual_block_names
 from resnet_edu.stacks import LinearStack, is_identity_shortcut
 
+from helpers import Adds, Branch
+
 X = torch.randn(2, 4, 8, 8)
-
-
-class Branch(nn.Module):
-    """conv-BN-ReLU-conv-BN, as a module of its own."""
-
-    def __init__(self, c=4):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
-                                  nn.ReLU(), nn.Conv2d(c, c, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(c))
-
-    def forward(self, x):
-        return self.body(x)
-
-
-class Adds(nn.Module):
-    """One block whose forward is given as a function of (self, x)."""
-
-    def __init__(self, forward):
-        super().__init__()
-        self.f = Branch()
-        self.proj = nn.Conv2d(4, 4, 1, bias=False)
-        self._forward = forward
-
-    def forward(self, x):
-        return self._forward(self, x)
 
 
 @pytest.mark.parametrize("forward, shortcut", [

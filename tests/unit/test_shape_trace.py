@@ -16,6 +16,8 @@ from resnet_edu.blocks import BasicBlock
 from resnet_edu.shape_trace import shortcut_kind, trace_shapes
 from resnet_edu.shortcuts import make_downsample
 
+from helpers import Adds, Branch
+
 matplotlib.use("Agg")
 
 
@@ -138,32 +140,6 @@ def test_shortcut_kind_names_each_option():
     assert shortcut_kind(make_downsample(16, 32, 2, "B")) == "1x1 conv /2 + BN"
     assert shortcut_kind(make_downsample(16, 32, 2, "D")).startswith("D: avg-pool /2")
     assert shortcut_kind(nn.Conv2d(16, 32, 1, stride=2)) == "1x1 conv /2"
-
-
-class Branch(nn.Module):
-    """conv-BN-ReLU-conv-BN, as a module of its own."""
-
-    def __init__(self, c=4):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
-                                  nn.ReLU(), nn.Conv2d(c, c, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(c))
-
-    def forward(self, x):
-        return self.body(x)
-
-
-class Adds(nn.Module):
-    """One block whose forward is given as a function of (self, x)."""
-
-    def __init__(self, forward):
-        super().__init__()
-        self.f = Branch()
-        self.proj = nn.Conv2d(4, 4, 1, bias=False)
-        self._forward = forward
-
-    def forward(self, x):
-        return self._forward(self, x)
 
 
 def test_trace_shapes_marks_blocks_written_in_any_style():

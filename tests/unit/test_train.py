@@ -5,34 +5,17 @@ import json
 
 import pytest
 import torch
-from torch import nn
 
 from resnet_edu.checkpoints import load_checkpoint
-from resnet_edu.data import load_sample
 from resnet_edu.evaluation import evaluate
 from resnet_edu.recipe import (
-    TrainConfig,
     build_model,
     param_groups,
 )
 from resnet_edu.runtime import channels_last_trains_safely
 from resnet_edu.train import fit
 
-TINY = TrainConfig(name="tiny", width=4, epochs=2, batch_size=64, lr=0.1, train_subset=192,
-                   eval_batch_size=256, tta=True, amp="off", min_resolution=24,
-                   full_resolution_epochs=1)
-
-
-@pytest.fixture(scope="module")
-def sample():
-    return load_sample()
-
-
-def _tiny_model() -> nn.Module:
-    from resnet_edu.models import resnet18_cifar
-
-    torch.manual_seed(0)
-    return resnet18_cifar(width=4)
+from helpers import TINY, tiny_model
 
 
 def test_the_ablation_switches_change_what_they_name(sample):
@@ -40,10 +23,10 @@ def test_the_ablation_switches_change_what_they_name(sample):
     last BN of each block at 1; both reach the optimizer and the model `fit` trains."""
     from resnet_edu.train import make_parts
 
-    _, all_decay = param_groups(_tiny_model(), 5e-4, decay_norm_and_bias=True)
+    _, all_decay = param_groups(tiny_model(), 5e-4, decay_norm_and_bias=True)
     assert all_decay["weight_decay"] == 5e-4
     config = dataclasses.replace(TINY, decay_norm_and_bias=True)
-    parts = make_parts(_tiny_model(), sample.train, config, "cpu")
+    parts = make_parts(tiny_model(), sample.train, config, "cpu")
     assert [g["weight_decay"] for g in parts.optimizer.param_groups] == [5e-4, 5e-4]
     zero, one = (build_model(dataclasses.replace(TINY, zero_init_residual=z))
                  for z in (True, False))
@@ -52,7 +35,7 @@ def test_the_ablation_switches_change_what_they_name(sample):
 
 
 def test_fit_bf16_and_channels_last_paths_run_on_cpu(sample):
-    model = _tiny_model()
+    model = tiny_model()
     config = dataclasses.replace(TINY, amp="bf16", channels_last=True)  # 2 epochs: 24, 32 px
     seen = set()  # (training?, dtype) of conv1's outputs: bf16 means autocast ran
     model.conv1.register_forward_hook(lambda m, i, out: seen.add((m.training, out.dtype)))
@@ -70,17 +53,17 @@ def test_fit_bf16_and_channels_last_paths_run_on_cpu(sample):
 
 
 def test_resume_reproduces_an_uninterrupted_run(sample, tmp_path):
-    straight = _tiny_model()
+    straight = tiny_model()
     h2 = fit(straight, sample, TINY, out_dir=tmp_path / "a", device=torch.device("cpu"),
              progress=False, verbose=False)
     # the same run, interrupted after epoch 1 (like a closed laptop), then called again
     state_dir = tmp_path / "b"
     with pytest.raises(_Stop):
-        fit(_tiny_model(), sample, TINY, out_dir=state_dir, device=torch.device("cpu"),
+        fit(tiny_model(), sample, TINY, out_dir=state_dir, device=torch.device("cpu"),
             progress=False, verbose=False, callbacks=[_stop_after(1)])
     ckpt = load_checkpoint(state_dir / "checkpoint.pt")
     assert ckpt["epoch"] == 1
-    resumed = _tiny_model()
+    resumed = tiny_model()
     h_resumed = fit(resumed, sample, TINY, out_dir=state_dir, device=torch.device("cpu"),
                     progress=False, verbose=False)
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(),
@@ -107,14 +90,14 @@ def _stop_after(epochs: int):
 
 def test_fit_checks_device_and_splits_before_training(sample):
     with pytest.raises(ValueError, match="device must be 'cuda', 'mps' or 'cpu'"):
-        fit(_tiny_model(), sample, TINY, device="gpu")
+        fit(tiny_model(), sample, TINY, device="gpu")
     empty = dataclasses.replace(sample, val=sample.val.subset(slice(0, 0)))
     with pytest.raises(ValueError, match=r"data\.val has no images: leave it out of eval_splits"):
-        fit(_tiny_model(), empty, TINY)
+        fit(tiny_model(), empty, TINY)
 
 
 def test_images_per_s_is_images_over_training_time(sample):
-    history = fit(_tiny_model(), sample, TINY, device=torch.device("cpu"), progress=False,
+    history = fit(tiny_model(), sample, TINY, device=torch.device("cpu"), progress=False,
                   verbose=False, eval_splits=())
     per_epoch = (TINY.train_subset // TINY.batch_size) * TINY.batch_size  # full batches only
     expected = TINY.epochs * per_epoch / history.last["train_time_s"]
@@ -126,7 +109,7 @@ def test_figures_after_training_are_computed_as_fit_computed_them(sample):
     from resnet_edu.train import eval_settings
 
     config = dataclasses.replace(TINY, amp="auto")  # bf16 where the CPU has it: precision matters
-    model = _tiny_model()
+    model = tiny_model()
     history = fit(model, sample, config, device=torch.device("cpu"), progress=False,
                   verbose=False, eval_splits=("val",))
     again = evaluate(model, sample.val, tta=True, **eval_settings(config, torch.device("cpu")))
@@ -140,7 +123,7 @@ def test_named_eval_sets_are_evaluated_after_every_epoch_like_the_splits(sample)
     from resnet_edu.train import eval_settings
 
     fixed = sample.train.subset(slice(0, 300))
-    model = _tiny_model()
+    model = tiny_model()
     history = fit(model, sample, TINY, device=torch.device("cpu"), progress=False,
                   verbose=False, eval_splits=("val",), eval_sets={"train_fixed": fixed})
     assert all("train_fixed_acc" in e and "val_acc" in e for e in history.epochs)
@@ -149,6 +132,6 @@ def test_named_eval_sets_are_evaluated_after_every_epoch_like_the_splits(sample)
     assert again["loss"] == pytest.approx(history.last["train_fixed_loss"], rel=1e-6)
     with pytest.raises(ValueError, match=r"eval_sets must map new names to non-empty ImageSets, "
                                          r"got 'val'"):
-        fit(_tiny_model(), sample, TINY, eval_sets={"val": fixed})
+        fit(tiny_model(), sample, TINY, eval_sets={"val": fixed})
     with pytest.raises(ValueError, match="got 'empty': ImageSet"):
-        fit(_tiny_model(), sample, TINY, eval_sets={"empty": fixed.subset(slice(0, 0))})
+        fit(tiny_model(), sample, TINY, eval_sets={"empty": fixed.subset(slice(0, 0))})

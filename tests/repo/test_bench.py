@@ -114,6 +114,36 @@ def test_the_family_script_trains_resumes_and_ships_loadable_weights(tmp_path):
         assert h["lam_max"] >= h["lam_min"]
         assert h["ratio"] == pytest.approx(abs(h["lam_min"] / h["lam_max"]), rel=1e-3)
 
+    # Veit et al.'s lesions and paths on three of them (bench/ensembles.py)
+    from resnet_edu.ensembles import accuracy_without, predicted_gradient_share
+
+    veit = [sys.executable, str(ROOT / "bench/ensembles.py"), "--quick", "--out-dir",
+            str(tmp_path), "--weights-dir", str(tmp_path / "weights"), "--nets", "resnet56",
+            "plain20", "resnet20"]
+    subprocess.run(veit, check=True, capture_output=True, cwd=ROOT)
+    again = subprocess.run(veit, check=True, capture_output=True, text=True, cwd=ROOT)
+    assert again.stdout.count("done before") == 3
+    stored = json.loads((tmp_path / "results/ensembles.json").read_text())
+    images = load_sample().test.subset(slice(0, stored["settings"]["images"]))
+    for name, r in stored["nets"].items():
+        model = load_pretrained(name, tmp_path / "weights" / f"{name}.pt")
+        assert r["blocks"] == {"resnet56": 27}.get(name, 9)
+        assert r["intact_acc"] == pytest.approx(evaluate(model, images)["acc"])
+        last = r["blocks"] - 1
+        assert r["single_deletion_acc"][last] == pytest.approx(
+            accuracy_without(model, images, [last]))
+        ks = [int(k) for k in r["random_deletion_acc"]]
+        assert ks == ([2, 3] if name == "plain20" else
+                      [1, 2, 3, 4, 5, 6, 8, 12, 16] if name == "resnet56" else list(range(1, 10)))
+        assert all(len(a) == (1 if k == r["blocks"] else stored["settings"]["draws"])
+                   for k, a in zip(ks, r["random_deletion_acc"].values(), strict=True))
+        assert ("paths" in r) == name.startswith("resnet")
+    paths = stored["nets"]["resnet56"]["paths"]
+    assert len(paths["per_path"]) == len(paths["share"]) == 28
+    assert sum(paths["share"]) == pytest.approx(1, abs=1e-3)
+    assert paths["predicted_share"] == pytest.approx(
+        predicted_gradient_share(27, paths["attenuation"]), abs=1e-4)
+
 
 def test_the_readme_table_is_the_one_made_from_results():
     import readme_table

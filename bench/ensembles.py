@@ -1,0 +1,225 @@
+"""Veit et al.'s (2016) two measurements on the trained family, for notebook 06.
+
+    python bench/ensembles.py --data-dir data/cifar10   # four nets: tens of minutes, 2 cores
+    python bench/ensembles.py --quick                   # the shipped sample: seconds
+
+For ResNet-20, ResNet-56 and their plain twins, with the shipped trained weights
+(`resnet_edu.pretrained.load_pretrained`, BatchNorm in eval mode):
+
+- lesions (Veit et al. Sec. 4, Fig. 3 and 5a): the accuracy with each single block deleted,
+  and with k random blocks deleted, `--draws` random choices of blocks per k, on the first
+  `--images` test images (the same images for every net). A deleted block keeps its shortcut
+  (`resnet_edu.ensembles`); a plain net's deleted block gets the same replacement;
+- paths (Sec. 5, Fig. 6; residual nets only): the gradient at the first block's input carried
+  by paths of each length k, `--path-draws` random choices of k blocks per length, on the first
+  `--path-images` test images; the attenuation per block r fitted to it; the share of the
+  gradient on each length, measured and as r alone predicts it, C(n, k) r^k / (1 + r)^n.
+
+Every net's result is stored in `runs/ensembles/<net>.json` as soon as it is done, so running
+the same command again continues where it stopped. When all nets are done it writes
+`results/ensembles.json` (settings, per-net results and seconds, hardware, command, load). The
+numbers do not depend on the machine's load (fixed computations, seeded draws); the seconds do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from idle import LoadGuard
+
+from resnet_edu.data import load_cifar10, load_sample, normalize
+from resnet_edu.ensembles import (
+    attenuation_per_block,
+    downsampling_blocks,
+    gradient_per_path_length,
+    lesion_each_block,
+    lesion_random_blocks,
+    mean_path_length,
+    predicted_gradient_share,
+    residual_blocks,
+    share_between,
+    total_gradient_per_path_length,
+)
+from resnet_edu.evaluation import evaluate
+from resnet_edu.locations import SHIPPED_DIR
+from resnet_edu.pretrained import load_pretrained, manifest, sha256
+from resnet_edu.runtime import cpu_description, environment_report
+
+NETS = ("resnet20", "plain20", "resnet56", "plain56")
+VEIT_ET_AL = ("Veit et al. 2016, ResNet-110 (54 blocks) on CIFAR-10, trained fully: deleting one "
+              "block other than a downsampling one changes the test error little (Fig. 3a); the "
+              "error rises smoothly with the number of blocks deleted (Fig. 5a); the gradient "
+              "per path falls about exponentially with its length and most of the total comes "
+              "from paths of 5 to 17 blocks (10-34 layers; Fig. 6), against a typical path "
+              "length of 27. VGG-15 falls to chance when any layer is deleted (Fig. 3b)")
+SHORT_PATHS = (5, 17)  # Veit et al.'s "10-34 layers", in blocks of two layers
+
+
+def lesion_ks(n: int, residual: bool) -> list[int]:
+    """The numbers of blocks deleted at random. A residual net: every k up to 10 blocks, else
+    1 to 6 and every fourth k up to 2n/3 (Veit et al. Fig. 5a delete up to 20 of 54). A plain
+    net: 2 and 3, as one deletion already takes it to chance."""
+    if not residual:
+        return [k for k in (2, 3) if k <= n]
+    if n <= 10:
+        return list(range(1, n + 1))
+    return [*range(1, 7), *range(8, 2 * n // 3 + 1, 4)]
+
+
+def settings_of(args: argparse.Namespace, images: int, path_images: int) -> dict[str, Any]:
+    return {"images": images, "draws": args.draws, "path_images": path_images,
+            "path_draws": args.path_draws, "seed": args.seed,
+            "data": "sample" if args.quick else "CIFAR-10 test images",
+            "weights": args.weights_dir or "shipped", "short_paths": list(SHORT_PATHS)}
+
+
+def weights_sha256(name: str, weights_dir: str | None) -> str:
+    """The sha256 of the weights measured: a stored result is reused only for the same ones."""
+    if weights_dir is None:
+        return manifest()[name]["sha256"]
+    return sha256(Path(weights_dir) / f"{name}.pt")
+
+
+def paths(model, images, settings: dict[str, Any]) -> dict[str, Any]:
+    x = normalize(images.images)  # (B, 3, 32, 32)
+    per_path = gradient_per_path_length(model, x, images.labels,
+                                        samples=settings["path_draws"], seed=settings["seed"])
+    n = len(per_path) - 1
+    total = total_gradient_per_path_length(per_path)
+    share = [t / sum(total) for t in total]
+    r = attenuation_per_block(per_path)
+    predicted = predicted_gradient_share(n, r)
+    low, high = SHORT_PATHS
+    return {"per_path": [float(f"{g:.5g}") for g in per_path],
+            "share": [round(s, 5) for s in share], "attenuation": round(r, 4),
+            "predicted_share": [round(s, 5) for s in predicted],
+            "mean_length": round(mean_path_length(share), 3),
+            "predicted_mean_length": round(mean_path_length(predicted), 3),
+            "binomial_mean_length": n / 2,
+            "share_short": round(share_between(share, low, min(high, n)), 4),
+            "predicted_share_short": round(share_between(predicted, low, min(high, n)), 4)}
+
+
+def measure(name: str, images, path_images, settings: dict[str, Any],
+            weights_dir: str | None) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    model = load_pretrained(name, None if weights_dir is None
+                            else Path(weights_dir) / f"{name}.pt")  # float32, eval, CPU
+    n, residual = len(residual_blocks(model)), not name.startswith("plain")
+    intact = evaluate(model, images)["acc"]
+    single = lesion_each_block(model, images)
+    print(f"  {name}: intact {intact:.4f}, {n} single deletions "
+          f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    ks = lesion_ks(n, residual)
+    random_k = lesion_random_blocks(model, images, trials=settings["draws"],
+                                    seed=settings["seed"], ks=ks)
+    result: dict[str, Any] = {
+        "blocks": n, "downsampling_blocks": downsampling_blocks(model),
+        "intact_acc": round(intact, 5), "single_deletion_acc": [round(a, 5) for a in single],
+        "random_deletion_acc": {str(k): [round(a, 5) for a in accs]
+                                for k, accs in random_k.items()},
+    }
+    if residual:
+        print(f"  {name}: gradient per path length ({time.perf_counter() - t0:.0f} s)",
+              flush=True)
+        result["paths"] = paths(model, path_images, settings)
+    result.update(seconds=round(time.perf_counter() - t0, 1),
+                  weights_sha256=weights_sha256(name, weights_dir))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default=None, help="the folder holding cifar-10-batches-py/")
+    p.add_argument("--nets", nargs="+", choices=NETS, default=list(NETS))
+    p.add_argument("--images", type=int, default=2000, help="test images for the lesions")
+    p.add_argument("--draws", type=int, default=10, help="random choices of blocks per k")
+    p.add_argument("--path-images", type=int, default=128)
+    p.add_argument("--path-draws", type=int, default=16,
+                   help="random choices of k blocks per path length")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weights-dir", default=None,
+                   help="read <net>.pt state_dicts from here instead of the shipped weights")
+    p.add_argument("--out-dir", default=None,
+                   help="where runs/ and results/ are written (default: runs/ of the "
+                        "repository and results/ in resnet_edu/shipped/; with --quick, "
+                        "runs/ensembles-quick/, so a check never replaces the stored results)")
+    p.add_argument("--quick", action="store_true",
+                   help="the shipped sample, 100 images, 2 draws: a check of the script")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.images, args.draws, args.path_images, args.path_draws = 100, 2, 8, 2
+    for name in args.nets:  # before any work: every net's weights must be there
+        if args.weights_dir is None and name not in manifest():
+            p.error(f"no shipped weights for {name} in this version (shipped: "
+                    f"{sorted(manifest())}): run bench/train_family.py ship first, or leave "
+                    f"{name} out with --nets")
+        if args.weights_dir is not None and not (Path(args.weights_dir) / f"{name}.pt").is_file():
+            p.error(f"--weights-dir {args.weights_dir} has no {name}.pt")
+    data = load_sample() if args.quick else load_cifar10(args.data_dir)
+    for flag, value in (("--images", args.images), ("--path-images", args.path_images)):
+        if not 0 < value <= len(data.test):
+            p.error(f"{flag} must be in [1, {len(data.test)}], got {value}")
+    if args.draws < 1 or args.path_draws < 1:
+        p.error("--draws and --path-draws need at least 1")
+    images = data.test.subset(slice(0, args.images))  # fixed: the same for every net
+    path_images = data.test.subset(slice(0, args.path_images))
+    settings = settings_of(args, len(images), len(path_images))
+    out = Path(args.out_dir or ("runs/ensembles-quick" if args.quick else "."))
+    folder = out / "runs" / "ensembles"
+    folder.mkdir(parents=True, exist_ok=True)
+    command = "python " + " ".join(shlex.quote(a) for a in ["bench/ensembles.py", *argv])
+    nets: dict[str, Any] = {}
+    with LoadGuard() as guard:
+        for name in args.nets:
+            done = folder / f"{name}.json"
+            if done.is_file():
+                stored = json.loads(done.read_text())
+                same_weights = (stored["result"].get("weights_sha256")
+                                == weights_sha256(name, args.weights_dir))
+                if stored["settings"] == settings and same_weights:
+                    print(f"{name}: done before ({done})", flush=True)
+                    nets[name] = stored["result"]
+                    continue
+                print(f"{name}: {done} has other settings or weights; measuring again",
+                      flush=True)
+            print(f"--- {name} ---", flush=True)
+            nets[name] = measure(name, images, path_images, settings, args.weights_dir)
+            tmp = done.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"settings": settings, "command": command,
+                                       "result": nets[name]}) + "\n")
+            os.replace(tmp, done)  # atomic: a stopped run never leaves half a file
+            r = nets[name]
+            line = (f"{name}: intact {r['intact_acc']:.4f}, one block deleted "
+                    f"{min(r['single_deletion_acc']):.4f} to {max(r['single_deletion_acc']):.4f}")
+            if "paths" in r:
+                line += (f", r = {r['paths']['attenuation']:.3f} per block, mean path length "
+                         f"{r['paths']['mean_length']:.2f} of {r['blocks']}")
+            print(f"{line}, {r['seconds']:.0f} s", flush=True)
+    result = {
+        "experiment": "lesions and gradient per path length of the trained family (Veit et al. "
+                      "2016), notebook 06",
+        "command": command, "settings": settings,
+        "hardware": {"cpu": cpu_description(), "cores": os.cpu_count()},
+        "torch": environment_report()["torch"], "paper": VEIT_ET_AL, "nets": nets,
+        "machine_load": guard.report(allow_busy=True),
+    }
+    shipped = out if (args.out_dir or args.quick) else SHIPPED_DIR
+    (shipped / "results").mkdir(parents=True, exist_ok=True)
+    target = shipped / "results" / "ensembles.json"
+    target.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

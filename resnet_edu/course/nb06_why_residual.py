@@ -4,6 +4,7 @@
     check_routed_forward(routed_forward)  # a block's forward with the gradient restricted
     check_shattering_prediction(choice)   # predicted r[1] of a 50-layer plain-bn net
     check_lesion_prediction(percent)      # predicted accuracy of plain-20 minus one block
+    check_path_length_prediction(blocks, r)  # where a 27-block net's gradient lies, from r
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..ensembles import lesion_each_block
+from ..ensembles import lesion_each_block, mean_path_length, predicted_gradient_share
 from ..ensembles import routed_forward as library_routed_forward
 from ..models import cifar_resnet
 from ..shattered import autocorrelation, fc_net, input_gradients, sweep_depths
@@ -264,3 +265,23 @@ def check_lesion_prediction(percent: object, measured: list[float] | None = None
     return judge_prediction(percent, mean, rel=0.3, what=what,
                             why="A plain net is one chain: every path runs through every block, "
                                 "so removing any one block breaks them all.")
+
+
+@exercise
+def check_path_length_prediction(blocks: object, r: float, n: int = 27,
+                                 measured: float | None = None) -> str:
+    """Predicted mean length (in blocks) of the paths that carry the gradient of an n-block
+    net (ResNet-56: 27) whose every branch scales the gradient per path by `r`, the
+    attenuation fitted on ResNet-20. `measured`: the mean measured in ResNet-56, if known.
+    """
+    what = f"the mean path length of the gradient in a {n}-block net (blocks)"
+    require_prediction(blocks, what)
+    if not (isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0):
+        raise NotYet(f"r should be the positive attenuation per block you fitted, got {r!r}")
+    predicted = mean_path_length(predicted_gradient_share(n, r))  # = n r / (1 + r)
+    why = (f"Paths of length k carry C({n}, k) r^k of the gradient: a Binomial({n}, r/(1+r)), "
+           f"whose mean is {n} r/(1+r), the same fraction r/(1+r) = {r / (1 + r):.2f} of "
+           "the depth as in ResNet-20; more blocks do not move it toward the short paths.")
+    if measured is not None:
+        why += f" Measured in ResNet-56: {measured:.1f} blocks."
+    return judge_prediction(blocks, predicted, rel=0.1, what=what, why=why)

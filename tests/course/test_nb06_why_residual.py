@@ -8,6 +8,7 @@ import torch
 from resnet_edu.course.nb06_why_residual import (
     check_lag1,
     check_lesion_prediction,
+    check_path_length_prediction,
     check_routed_forward,
     check_shattering_prediction,
 )
@@ -198,3 +199,15 @@ def test_wrappers_around_the_package_s_answers_are_refused():
     assert not fb.passed and "calls autocorrelation" in fb.message
     fb = check_routed_forward(lambda block, x, route: rf(block, x, route))
     assert not fb.passed and "calls routed_forward" in fb.message
+
+
+def test_check_path_length_prediction_uses_the_binomial_mean():
+    r = 0.8  # the mean of C(27, k) r^k / (1 + r)^27 is 27 r / (1 + r) = 12
+    assert check_path_length_prediction(12, r).passed
+    assert check_path_length_prediction(11, r).passed  # within 10 %
+    assert "too high" in check_path_length_prediction(13.5, r=0.5).message  # 9
+    assert "too low" in check_path_length_prediction(5, r=0.3, n=54).message  # 12.5
+    shown = check_path_length_prediction(12, r, measured=13.2).message
+    assert "same fraction r/(1+r) = 0.44" in shown and "Measured in ResNet-56: 13.2" in shown
+    assert "first" in check_path_length_prediction(..., r).message
+    assert "positive attenuation" in check_path_length_prediction(12, r=0).message

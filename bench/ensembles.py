@@ -10,6 +10,10 @@ For ResNet-20, ResNet-56 and their plain twins, with the shipped trained weights
   and with k random blocks deleted, `--draws` random choices of blocks per k, on the first
   `--images` test images (the same images for every net). A deleted block keeps its shortcut
   (`resnet_edu.ensembles`); a plain net's deleted block gets the same replacement;
+- a control the paper does not run: each single deletion again with BatchNorm's running
+  statistics re-estimated on the first `--calibration-images` training images for the net
+  without that block (`recalibrated_norms`): how much of a deletion's cost is statistics the
+  following blocks no longer receive;
 - paths (Sec. 5, Fig. 6; residual nets only): the gradient at the first block's input carried
   by paths of each length k, `--path-draws` random choices of k blocks per length, on the first
   `--path-images` test images; the attenuation per block r fitted to it; the share of the
@@ -76,6 +80,7 @@ def lesion_ks(n: int, residual: bool) -> list[int]:
 
 def settings_of(args: argparse.Namespace, images: int, path_images: int) -> dict[str, Any]:
     return {"images": images, "draws": args.draws, "path_images": path_images,
+            "calibration_images": args.calibration_images,
             "path_draws": args.path_draws, "seed": args.seed,
             "data": "sample" if args.quick else "CIFAR-10 test images",
             "weights": args.weights_dir or "shipped", "short_paths": list(SHORT_PATHS)}
@@ -108,7 +113,7 @@ def paths(model, images, settings: dict[str, Any]) -> dict[str, Any]:
             "predicted_share_short": round(share_between(predicted, low, min(high, n)), 4)}
 
 
-def measure(name: str, images, path_images, settings: dict[str, Any],
+def measure(name: str, images, path_images, calibration, settings: dict[str, Any],
             weights_dir: str | None) -> dict[str, Any]:
     t0 = time.perf_counter()
     model = load_pretrained(name, None if weights_dir is None
@@ -118,12 +123,14 @@ def measure(name: str, images, path_images, settings: dict[str, Any],
     single = lesion_each_block(model, images)
     print(f"  {name}: intact {intact:.4f}, {n} single deletions "
           f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    recalibrated = lesion_each_block(model, images, recalibrate=calibration)
     ks = lesion_ks(n, residual)
     random_k = lesion_random_blocks(model, images, trials=settings["draws"],
                                     seed=settings["seed"], ks=ks)
     result: dict[str, Any] = {
         "blocks": n, "downsampling_blocks": downsampling_blocks(model),
         "intact_acc": round(intact, 5), "single_deletion_acc": [round(a, 5) for a in single],
+        "single_deletion_acc_recalibrated": [round(a, 5) for a in recalibrated],
         "random_deletion_acc": {str(k): [round(a, 5) for a in accs]
                                 for k, accs in random_k.items()},
     }
@@ -146,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--path-images", type=int, default=128)
     p.add_argument("--path-draws", type=int, default=16,
                    help="random choices of k blocks per path length")
+    p.add_argument("--calibration-images", type=int, default=1000,
+                   help="training images that re-estimate BatchNorm after a deletion")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weights-dir", default=None,
                    help="read <net>.pt state_dicts from here instead of the shipped weights")
@@ -158,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args.images, args.draws, args.path_images, args.path_draws = 100, 2, 8, 2
+        args.calibration_images = 64
     for name in args.nets:  # before any work: every net's weights must be there
         if args.weights_dir is None and name not in manifest():
             p.error(f"no shipped weights for {name} in this version (shipped: "
@@ -166,13 +176,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.weights_dir is not None and not (Path(args.weights_dir) / f"{name}.pt").is_file():
             p.error(f"--weights-dir {args.weights_dir} has no {name}.pt")
     data = load_sample() if args.quick else load_cifar10(args.data_dir)
-    for flag, value in (("--images", args.images), ("--path-images", args.path_images)):
-        if not 0 < value <= len(data.test):
-            p.error(f"{flag} must be in [1, {len(data.test)}], got {value}")
+    for flag, value, split in (("--images", args.images, data.test),
+                               ("--path-images", args.path_images, data.test),
+                               ("--calibration-images", args.calibration_images, data.train)):
+        if not 0 < value <= len(split):
+            p.error(f"{flag} must be in [1, {len(split)}], got {value}")
     if args.draws < 1 or args.path_draws < 1:
         p.error("--draws and --path-draws need at least 1")
     images = data.test.subset(slice(0, args.images))  # fixed: the same for every net
     path_images = data.test.subset(slice(0, args.path_images))
+    calibration = data.train.subset(slice(0, args.calibration_images))
     settings = settings_of(args, len(images), len(path_images))
     out = Path(args.out_dir or ("runs/ensembles-quick" if args.quick else "."))
     folder = out / "runs" / "ensembles"
@@ -193,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}: {done} has other settings or weights; measuring again",
                       flush=True)
             print(f"--- {name} ---", flush=True)
-            nets[name] = measure(name, images, path_images, settings, args.weights_dir)
+            nets[name] = measure(name, images, path_images, calibration, settings,
+                                 args.weights_dir)
             tmp = done.with_suffix(".tmp")
             tmp.write_text(json.dumps({"settings": settings, "command": command,
                                        "result": nets[name]}) + "\n")

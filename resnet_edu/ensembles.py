@@ -10,6 +10,7 @@ go through k branches, so path lengths follow a binomial distribution (Sec. 5).
     predicted_gradient_share(54, r=0.3)          # where one attenuation per block puts it
     lesion_each_block(model, data)               # Sec. 4.1: delete one block at a time
     lesion_random_blocks(model, data, trials=5)  # Sec. 4.3: delete k random blocks
+    lesion_each_block(model, data, recalibrate=train_images)  # BatchNorm re-estimated first
 
 Gradient per path length, the paper's method (Sec. 5): one forward pass; in the backward
 pass, for k randomly chosen blocks the gradient goes through the residual branch only, for
@@ -34,6 +35,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from .augment import DeviceLoader
 from .blocks import ResidualBlock
 from .checks import check_int
 from .data import ImageSet
@@ -196,20 +198,53 @@ def share_between(share: Sequence[float], low: int, high: int) -> float:
 
 # --- lesions (Veit et al. Sec. 4, Fig. 3 and 5) ---------------------------------------------
 
+@contextmanager
+def recalibrated_norms(model: nn.Module, images: ImageSet, batch_size: int = 500
+                       ) -> Iterator[nn.Module]:
+    """Within the `with`, every BatchNorm's running statistics are re-estimated on `images`
+    (forward passes in train mode, without gradients, the plain average over the batches) for
+    the net as it computes now, e.g. with blocks deleted; on leaving, the trained statistics
+    are put back. A control for lesions: after a deletion the following blocks receive inputs
+    whose statistics no longer match the ones their BatchNorms stored."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        raise ValueError(f"{type(model).__name__} has no BatchNorm to recalibrate")
+    saved = [(m, m.momentum, {k: v.clone() for k, v in m.named_buffers()}) for m in norms]
+    device = next(model.parameters()).device
+    try:
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over every batch below
+        with torch.no_grad(), mode(model, train=True):
+            for x, _ in DeviceLoader(images, batch_size, train=False, device=device):
+                model(x)  # x: (B, 3, 32, 32); only the BatchNorms' statistics change
+        yield model
+    finally:
+        for m, momentum, buffers in saved:
+            m.momentum = momentum
+            for name, value in buffers.items():
+                getattr(m, name).copy_(value)
+
+
 def accuracy_without(model: nn.Module, data: ImageSet, deleted: Sequence[int],
-                     device: torch.device | None = None) -> float:
-    """Test accuracy of `model` with the blocks at the indices `deleted` removed."""
+                     device: torch.device | None = None,
+                     recalibrate: ImageSet | None = None) -> float:
+    """Test accuracy of `model` with the blocks at the indices `deleted` removed; with
+    `recalibrate`, BatchNorm's statistics re-estimated on those images first."""
     n = len(residual_blocks(model))
     for i in deleted:
         check_int("deleted block index", i, low=0, high=n - 1)
     with routes(model, ["deleted" if i in set(deleted) else "both" for i in range(n)]):
-        return evaluate(model, data, device=device)["acc"]
+        if recalibrate is None:
+            return evaluate(model, data, device=device)["acc"]
+        with recalibrated_norms(model, recalibrate):
+            return evaluate(model, data, device=device)["acc"]
 
 
-def lesion_each_block(model: nn.Module, data: ImageSet,
-                      device: torch.device | None = None) -> list[float]:
+def lesion_each_block(model: nn.Module, data: ImageSet, device: torch.device | None = None,
+                      recalibrate: ImageSet | None = None) -> list[float]:
     """Accuracy after deleting block i alone, for every i (Veit et al. Fig. 3)."""
-    return [accuracy_without(model, data, [i], device)
+    return [accuracy_without(model, data, [i], device, recalibrate)
             for i in range(len(residual_blocks(model)))]
 
 

@@ -132,6 +132,9 @@ def test_the_family_script_trains_resumes_and_ships_loadable_weights(tmp_path):
         last = r["blocks"] - 1
         assert r["single_deletion_acc"][last] == pytest.approx(
             accuracy_without(model, images, [last]))
+        calibration = load_sample().train.subset(slice(0, stored["settings"]["calibration_images"]))
+        assert r["single_deletion_acc_recalibrated"][0] == pytest.approx(
+            accuracy_without(model, images, [0], recalibrate=calibration))
         ks = [int(k) for k in r["random_deletion_acc"]]
         assert ks == ([2, 3] if name == "plain20" else
                       [1, 2, 3, 4, 5, 6, 8, 12, 16] if name == "resnet56" else list(range(1, 10)))

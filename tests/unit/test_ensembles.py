@@ -17,6 +17,7 @@ from resnet_edu.ensembles import (
     path_counts,
     path_length_distribution,
     predicted_gradient_share,
+    recalibrated_norms,
     residual_blocks,
     routed_forward,
     routes,
@@ -128,3 +129,36 @@ def test_attenuation_rejects_what_is_no_gradient_per_path(bad):
 def test_predicted_share_rejects_a_bad_attenuation(r):
     with pytest.raises(ValueError, match="expected a positive attenuation per block"):
         predicted_gradient_share(9, r)
+
+
+def test_recalibrated_norms_estimate_the_statistics_the_net_now_sees_and_put_back_the_old():
+    torch.manual_seed(0)
+    net = cifar_resnet(8).eval()
+    images = load_sample().test.subset(slice(0, 96))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    momentum = net.bn1.momentum
+    with routes(net, ["both", "deleted", "both"]), recalibrated_norms(net, images, batch_size=32):
+        # the plain average of the three batches' statistics: the first BN's input is conv1(x)
+        h = net.conv1(normalize(images.images)).detach().split(32)  # 3 x (32, 16, 32, 32)
+        torch.testing.assert_close(net.bn1.running_mean,
+                                   torch.stack([b.mean((0, 2, 3)) for b in h]).mean(0))
+        torch.testing.assert_close(net.bn1.running_var,
+                                   torch.stack([b.var((0, 2, 3)) for b in h]).mean(0))
+        deleted = residual_blocks(net)[1]
+        assert deleted.bn1.running_var.sum() == deleted.bn1.running_var.numel()  # reset, unused
+        assert net.bn1.momentum is None
+        recalibrated = accuracy_without(net, images, [])
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before) and net.bn1.momentum == momentum
+    assert not net.training  # the mode is put back too
+    # through accuracy_without: the same number as inside the `with`
+    assert accuracy_without(net, images, [1], recalibrate=images) == recalibrated
+    with pytest.raises(RuntimeError, match="inside"), recalibrated_norms(net, images):
+        raise RuntimeError("an error inside")
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_recalibrated_norms_needs_a_batchnorm():
+    with pytest.raises(ValueError, match="no BatchNorm to recalibrate"), recalibrated_norms(
+            cifar_resnet(8, norm_layer=torch.nn.Identity), load_sample().test.subset(slice(0, 8))):
+        pass

@@ -93,18 +93,26 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:
         t0 = time.time()
         print(f"--- {name}: {config.epochs} epochs ---", flush=True)
         try:
-            history = fit(model, data, config, out_dir=folder, eval_splits=("val",),
-                          eval_sets={"train_fixed": fixed}, progress=False, verbose=True)
+            fit(model, data, config, out_dir=folder, eval_splits=("val",),
+                eval_sets={"train_fixed": fixed}, progress=False, verbose=True)
         except TrainingDiverged as e:  # a result too; the other nets still train
             print(f"{name}: {e}", flush=True)
             status = 1
-            continue
-        with open(folder / LOADS, "a") as f:  # the load around this session's training
-            f.write(json.dumps({"command": command_line(argv), "start": t0,
-                                "seconds": round(time.time() - t0, 1),
-                                "loadavg_before": before, "loadavg_after": os.getloadavg(),
-                                "epochs_done": len(history.epochs)}) + "\n")
+        finally:  # the load around this session's training, also when it was stopped
+            record_load(folder, argv, t0, before)
     return status
+
+
+def record_load(folder: Path, argv: list[str], t0: float, before: tuple[float, ...]) -> None:
+    """Append this session's command, seconds, load average and epochs done to the run's
+    LOADS file (the epochs from the last checkpoint: a stopped session counts what it saved)."""
+    checkpoint = folder / "checkpoint.pt"
+    done = load_checkpoint(checkpoint)["epoch"] if checkpoint.is_file() else 0
+    with open(folder / LOADS, "a") as f:
+        f.write(json.dumps({"command": command_line(argv), "start": t0,
+                            "seconds": round(time.time() - t0, 1),
+                            "loadavg_before": before, "loadavg_after": os.getloadavg(),
+                            "epochs_done": done}) + "\n")
 
 
 def ship(args: argparse.Namespace, argv: list[str]) -> int:

@@ -38,6 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from idle import LoadGuard
+from per_net import check_weights, measure_each, weights_sha256
 
 from resnet_edu.data import load_cifar10, load_sample, normalize
 from resnet_edu.ensembles import (
@@ -54,7 +55,7 @@ from resnet_edu.ensembles import (
 )
 from resnet_edu.evaluation import evaluate
 from resnet_edu.locations import SHIPPED_DIR
-from resnet_edu.pretrained import load_pretrained, manifest, sha256
+from resnet_edu.pretrained import load_pretrained
 from resnet_edu.runtime import cpu_description, environment_report
 
 NETS = ("resnet20", "plain20", "resnet56", "plain56")
@@ -84,13 +85,6 @@ def settings_of(args: argparse.Namespace, images: int, path_images: int) -> dict
             "path_draws": args.path_draws, "seed": args.seed,
             "data": "sample" if args.quick else "CIFAR-10 test images",
             "weights": args.weights_dir or "shipped", "short_paths": list(SHORT_PATHS)}
-
-
-def weights_sha256(name: str, weights_dir: str | None) -> str:
-    """The sha256 of the weights measured: a stored result is reused only for the same ones."""
-    if weights_dir is None:
-        return manifest()[name]["sha256"]
-    return sha256(Path(weights_dir) / f"{name}.pt")
 
 
 def paths(model, images, settings: dict[str, Any]) -> dict[str, Any]:
@@ -168,13 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.images, args.draws, args.path_images, args.path_draws = 100, 2, 8, 2
         args.calibration_images = 64
-    for name in args.nets:  # before any work: every net's weights must be there
-        if args.weights_dir is None and name not in manifest():
-            p.error(f"no shipped weights for {name} in this version (shipped: "
-                    f"{sorted(manifest())}): run bench/train_family.py ship first, or leave "
-                    f"{name} out with --nets")
-        if args.weights_dir is not None and not (Path(args.weights_dir) / f"{name}.pt").is_file():
-            p.error(f"--weights-dir {args.weights_dir} has no {name}.pt")
+    check_weights(p, args.nets, args.weights_dir)
     data = load_sample() if args.quick else load_cifar10(args.data_dir)
     for flag, value, split in (("--images", args.images, data.test),
                                ("--path-images", args.path_images, data.test),
@@ -188,37 +176,23 @@ def main(argv: list[str] | None = None) -> int:
     calibration = data.train.subset(slice(0, args.calibration_images))
     settings = settings_of(args, len(images), len(path_images))
     out = Path(args.out_dir or ("runs/ensembles-quick" if args.quick else "."))
-    folder = out / "runs" / "ensembles"
-    folder.mkdir(parents=True, exist_ok=True)
     command = "python " + " ".join(shlex.quote(a) for a in ["bench/ensembles.py", *argv])
-    nets: dict[str, Any] = {}
+
+    def report(name: str, r: dict[str, Any]) -> str:
+        one = r["single_deletion_acc"]
+        line = (f"{name}: intact {r['intact_acc']:.4f}, one block deleted {min(one):.4f} to "
+                f"{max(one):.4f}")
+        if "paths" in r:
+            line += (f", r = {r['paths']['attenuation']:.3f} per block, mean path length "
+                     f"{r['paths']['mean_length']:.2f} of {r['blocks']}")
+        return f"{line}, {r['seconds']:.0f} s"
+
     with LoadGuard() as guard:
-        for name in args.nets:
-            done = folder / f"{name}.json"
-            if done.is_file():
-                stored = json.loads(done.read_text())
-                same_weights = (stored["result"].get("weights_sha256")
-                                == weights_sha256(name, args.weights_dir))
-                if stored["settings"] == settings and same_weights:
-                    print(f"{name}: done before ({done})", flush=True)
-                    nets[name] = stored["result"]
-                    continue
-                print(f"{name}: {done} has other settings or weights; measuring again",
-                      flush=True)
-            print(f"--- {name} ---", flush=True)
-            nets[name] = measure(name, images, path_images, calibration, settings,
-                                 args.weights_dir)
-            tmp = done.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"settings": settings, "command": command,
-                                       "result": nets[name]}) + "\n")
-            os.replace(tmp, done)  # atomic: a stopped run never leaves half a file
-            r = nets[name]
-            line = (f"{name}: intact {r['intact_acc']:.4f}, one block deleted "
-                    f"{min(r['single_deletion_acc']):.4f} to {max(r['single_deletion_acc']):.4f}")
-            if "paths" in r:
-                line += (f", r = {r['paths']['attenuation']:.3f} per block, mean path length "
-                         f"{r['paths']['mean_length']:.2f} of {r['blocks']}")
-            print(f"{line}, {r['seconds']:.0f} s", flush=True)
+        nets = measure_each(args.nets, out / "runs" / "ensembles", settings, command,
+                            args.weights_dir,
+                            lambda name: measure(name, images, path_images, calibration,
+                                                 settings, args.weights_dir),
+                            report)
     result = {
         "experiment": "lesions and gradient per path length of the trained family (Veit et al. "
                       "2016), notebook 06",

@@ -40,6 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from idle import LoadGuard
+from per_net import check_weights, measure_each, weights_sha256
 
 from resnet_edu.data import load_cifar10, load_sample
 from resnet_edu.evaluation import evaluate
@@ -52,7 +53,7 @@ from resnet_edu.landscape import (
     local_minima,
 )
 from resnet_edu.locations import SHIPPED_DIR
-from resnet_edu.pretrained import initial, load_pretrained, manifest, sha256
+from resnet_edu.pretrained import initial, load_pretrained
 from resnet_edu.runtime import cpu_description, environment_report
 
 NETS = ("plain20", "resnet20", "plain56", "resnet56")
@@ -74,14 +75,6 @@ def settings_of(args: argparse.Namespace, images: int) -> dict[str, Any]:
 def rounded(t: torch.Tensor) -> Any:
     return [[round(float(x), 5) for x in row] for row in t] if t.ndim == 2 else \
         [round(float(x), 5) for x in t]
-
-
-def weights_sha256(name: str, weights_dir: str | None) -> str:
-    """The sha256 of the weights a net's landscape is measured on: a stored result is reused
-    only for the same weights."""
-    if weights_dir is None:
-        return manifest()[name]["sha256"]
-    return sha256(Path(weights_dir) / f"{name}.pt")
 
 
 def measure(name: str, images, settings: dict[str, Any], weights_dir: str | None
@@ -148,13 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.images, args.grid, args.line_points = 64, 5, 7
         args.hessian_images, args.lanczos = 32, 4
-    for name in args.nets:  # before any work: every net's weights must be there
-        if args.weights_dir is None and name not in manifest():
-            p.error(f"no shipped weights for {name} in this version (shipped: "
-                    f"{sorted(manifest())}): run bench/train_family.py ship first, or leave "
-                    f"{name} out with --nets")
-        if args.weights_dir is not None and not (Path(args.weights_dir) / f"{name}.pt").is_file():
-            p.error(f"--weights-dir {args.weights_dir} has no {name}.pt")
+    check_weights(p, args.nets, args.weights_dir)
     data = load_sample() if args.quick else load_cifar10(args.data_dir)
     if not 0 < args.images <= len(data.train):
         p.error(f"--images must be in [1, {len(data.train)}], got {args.images}")
@@ -163,33 +150,19 @@ def main(argv: list[str] | None = None) -> int:
     images = data.train.subset(slice(0, args.images))  # fixed: the same for every net
     settings = settings_of(args, len(images))
     out = Path(args.out_dir or ("runs/landscapes-quick" if args.quick else "."))
-    folder = out / "runs" / "landscapes"
-    folder.mkdir(parents=True, exist_ok=True)
     command = "python " + " ".join(shlex.quote(a) for a in ["bench/landscapes.py", *argv])
-    nets: dict[str, Any] = {}
+
+    def report(name: str, r: dict[str, Any]) -> str:
+        h = r["hessian"]
+        return (f"{name}: loss {r['trained']['loss']:.4f} at the trained weights, lam_max "
+                f"{h['lam_max']:.3g}, lam_min {h['lam_min']:.3g}, |ratio| {h['ratio']:.3g}, "
+                f"{r['seconds']:.0f} s")
+
     with LoadGuard() as guard:
-        for name in args.nets:
-            done = folder / f"{name}.json"
-            if done.is_file():
-                stored = json.loads(done.read_text())
-                same_weights = (stored["result"].get("weights_sha256")
-                                == weights_sha256(name, args.weights_dir))
-                if stored["settings"] == settings and same_weights:
-                    print(f"{name}: done before ({done})", flush=True)
-                    nets[name] = stored["result"]
-                    continue
-                print(f"{name}: {done} has other settings or weights; measuring again",
-                      flush=True)
-            print(f"--- {name} ---", flush=True)
-            nets[name] = measure(name, images, settings, args.weights_dir)
-            tmp = done.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"settings": settings, "command": command,
-                                       "result": nets[name]}) + "\n")
-            os.replace(tmp, done)  # atomic: a stopped run never leaves half a file
-            h = nets[name]["hessian"]
-            print(f"{name}: loss {nets[name]['trained']['loss']:.4f} at the trained weights, "
-                  f"lam_max {h['lam_max']:.3g}, lam_min {h['lam_min']:.3g}, "
-                  f"|ratio| {h['ratio']:.3g}, {nets[name]['seconds']:.0f} s", flush=True)
+        nets = measure_each(args.nets, out / "runs" / "landscapes", settings, command,
+                            args.weights_dir,
+                            lambda name: measure(name, images, settings, args.weights_dir),
+                            report)
     result = {
         "experiment": "loss landscapes of the trained family (Li et al. 2018), notebook 07",
         "command": command, "settings": settings,

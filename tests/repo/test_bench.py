@@ -1,5 +1,6 @@
-"""The benchmark scripts' own machinery: the idle-machine guard, the trained family's
-train-and-ship round trip, the README table made from the stored results."""
+"""The benchmark scripts' own machinery: the idle-machine guard, the per-net stored results,
+the trained family's train-and-ship round trip, the README table made from the stored
+results."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import idle  # bench/idle.py (pytest's pythonpath)
+import per_net  # bench/per_net.py
 import pytest
 import torch
 
@@ -55,6 +57,35 @@ def test_the_guard_refuses_a_machine_busy_before_the_run(monkeypatch):
         pass
     with pytest.raises(SystemExit, match=r"load average was 1\.90 before the run"):
         guard.check()
+
+
+def test_per_net_results_are_reused_only_for_the_same_settings_and_weights(tmp_path, capsys):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for name in ("a", "b"):
+        (weights / f"{name}.pt").write_bytes(name.encode())
+    calls = []
+
+    def measure(name):
+        calls.append(name)
+        return {"value": len(calls), "weights_sha256": per_net.weights_sha256(name, str(weights))}
+
+    def run(settings):
+        return per_net.measure_each(["a", "b"], tmp_path / "runs", settings, "cmd", str(weights),
+                                    measure, lambda name, r: f"{name} measured")
+
+    first = run({"images": 10})
+    assert calls == ["a", "b"] and first["b"]["value"] == 2
+    assert run({"images": 10}) == first and calls == ["a", "b"]  # stored: not measured again
+    assert "a: done before" in capsys.readouterr().out
+    (weights / "b.pt").write_bytes(b"other weights")
+    run({"images": 10})
+    assert calls == ["a", "b", "b"]  # only the net whose weights changed
+    run({"images": 20})
+    assert calls == ["a", "b", "b", "a", "b"]  # other settings: every net again
+    stored = json.loads((tmp_path / "runs" / "a.json").read_text())
+    assert stored["settings"] == {"images": 20} and stored["command"] == "cmd"
+    assert not list((tmp_path / "runs").glob("*.tmp"))
 
 
 def test_the_family_script_trains_resumes_and_ships_loadable_weights(tmp_path):

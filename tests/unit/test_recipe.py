@@ -19,16 +19,7 @@ from resnet_edu.recipe import (
     train_resolution,
 )
 
-TINY = TrainConfig(name="tiny", width=4, epochs=2, batch_size=64, lr=0.1, train_subset=192,
-                   eval_batch_size=256, tta=True, amp="off", min_resolution=24,
-                   full_resolution_epochs=1)
-
-
-def _tiny_model() -> nn.Module:
-    from resnet_edu.models import resnet18_cifar
-
-    torch.manual_seed(0)
-    return resnet18_cifar(width=4)
+from helpers import TINY, tiny_model
 
 
 def test_presets_are_frozen_and_validated():
@@ -80,7 +71,7 @@ def test_progressive_resizing_ends_at_full_size():
 
 
 def test_weight_decay_skips_batchnorm_and_biases():
-    model = _tiny_model()
+    model = tiny_model()
     decay, no_decay = param_groups(model, 5e-4)
     assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0.0
     names = {id(p): n for n, p in model.named_parameters()}

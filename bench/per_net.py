@@ -1,0 +1,70 @@
+"""Measurements of the shipped trained nets, one net at a time, each stored as soon as it is done.
+
+    check_weights(parser, names, weights_dir)        # before any work: every net's weights
+    nets = measure_each(names, folder, settings, command, weights_dir, measure, report)
+
+A long measurement (`bench/landscapes.py`, `bench/ensembles.py`) stores each net's result in
+`<folder>/<net>.json`, written atomically, so running the same command again continues where
+it stopped. A stored result is reused only when it was made with the same settings and the
+same weights (their sha256): new weights or settings measure again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from resnet_edu.pretrained import manifest, sha256
+
+
+def weights_sha256(name: str, weights_dir: str | None) -> str:
+    """The sha256 of the weights a net is measured with: the shipped ones, or
+    `<weights_dir>/<name>.pt`."""
+    if weights_dir is None:
+        return manifest()[name]["sha256"]
+    return sha256(Path(weights_dir) / f"{name}.pt")
+
+
+def check_weights(parser: argparse.ArgumentParser, names: Sequence[str],
+                  weights_dir: str | None) -> None:
+    """Stop with a parser error, before any work, when a net's weights are not there."""
+    for name in names:
+        if weights_dir is None and name not in manifest():
+            parser.error(f"no shipped weights for {name} in this version (shipped: "
+                         f"{sorted(manifest())}): run bench/train_family.py ship first, or "
+                         f"leave {name} out with --nets")
+        if weights_dir is not None and not (Path(weights_dir) / f"{name}.pt").is_file():
+            parser.error(f"--weights-dir {weights_dir} has no {name}.pt")
+
+
+def measure_each(names: Sequence[str], folder: Path, settings: dict[str, Any], command: str,
+                 weights_dir: str | None, measure: Callable[[str], dict[str, Any]],
+                 report: Callable[[str, dict[str, Any]], str]) -> dict[str, dict[str, Any]]:
+    """Each net's result: the stored one where settings and weights match, else
+    `measure(name)` (which must put "weights_sha256" in its result), stored at once. Prints
+    `report(name, result)` after each new measurement."""
+    folder.mkdir(parents=True, exist_ok=True)
+    nets: dict[str, dict[str, Any]] = {}
+    for name in names:
+        done = folder / f"{name}.json"
+        if done.is_file():
+            stored = json.loads(done.read_text())
+            same_weights = (stored["result"].get("weights_sha256")
+                            == weights_sha256(name, weights_dir))
+            if stored["settings"] == settings and same_weights:
+                print(f"{name}: done before ({done})", flush=True)
+                nets[name] = stored["result"]
+                continue
+            print(f"{name}: {done} has other settings or weights; measuring again", flush=True)
+        print(f"--- {name} ---", flush=True)
+        nets[name] = measure(name)
+        tmp = done.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"settings": settings, "command": command,
+                                   "result": nets[name]}) + "\n")
+        os.replace(tmp, done)  # atomic: a stopped run never leaves half a file
+        print(report(name, nets[name]), flush=True)
+    return nets

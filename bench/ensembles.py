@@ -28,8 +28,6 @@ numbers do not depend on the machine's load (fixed computations, seeded draws); 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shlex
 import sys
 import time
@@ -38,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from idle import LoadGuard
-from per_net import check_weights, measure_each, weights_sha256
+from per_net import check_weights, measure_each, weights_sha256, write_results
 
 from resnet_edu.data import load_cifar10, load_sample, normalize
 from resnet_edu.ensembles import (
@@ -54,9 +52,7 @@ from resnet_edu.ensembles import (
     total_gradient_per_path_length,
 )
 from resnet_edu.evaluation import evaluate
-from resnet_edu.locations import SHIPPED_DIR
 from resnet_edu.pretrained import load_pretrained
-from resnet_edu.runtime import cpu_description, environment_report
 
 NETS = ("resnet20", "plain20", "resnet56", "plain56")
 VEIT_ET_AL = ("Veit et al. 2016, ResNet-110 (54 blocks) on CIFAR-10, trained fully: deleting one "
@@ -193,19 +189,9 @@ def main(argv: list[str] | None = None) -> int:
                             lambda name: measure(name, images, path_images, calibration,
                                                  settings, args.weights_dir),
                             report)
-    result = {
-        "experiment": "lesions and gradient per path length of the trained family (Veit et al. "
-                      "2016), notebook 06",
-        "command": command, "settings": settings,
-        "hardware": {"cpu": cpu_description(), "cores": os.cpu_count()},
-        "torch": environment_report()["torch"], "paper": VEIT_ET_AL, "nets": nets,
-        "machine_load": guard.report(allow_busy=True),
-    }
-    shipped = out if (args.out_dir or args.quick) else SHIPPED_DIR
-    (shipped / "results").mkdir(parents=True, exist_ok=True)
-    target = shipped / "results" / "ensembles.json"
-    target.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {target}")
+    write_results(out if (args.out_dir or args.quick) else None, "ensembles.json",
+                  "lesions and gradient per path length of the trained family (Veit et al. "
+                  "2016), notebook 06", command, settings, nets, VEIT_ET_AL, guard)
     return 0
 
 

@@ -28,8 +28,6 @@ The numbers do not depend on the machine's load (fixed computations); the second
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shlex
 import sys
 import time
@@ -40,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from idle import LoadGuard
-from per_net import check_weights, measure_each, weights_sha256
+from per_net import check_weights, measure_each, weights_sha256, write_results
 
 from resnet_edu.data import load_cifar10, load_sample
 from resnet_edu.evaluation import evaluate
@@ -52,9 +50,7 @@ from resnet_edu.landscape import (
     line,
     local_minima,
 )
-from resnet_edu.locations import SHIPPED_DIR
 from resnet_edu.pretrained import initial, load_pretrained
-from resnet_edu.runtime import cpu_description, environment_report
 
 NETS = ("plain20", "resnet20", "plain56", "resnet56")
 LI_ET_AL = ("Li et al. 2018 (Fig. 5, Fig. 7): ResNet-56 with skip connections has a smooth, "
@@ -163,18 +159,9 @@ def main(argv: list[str] | None = None) -> int:
                             args.weights_dir,
                             lambda name: measure(name, images, settings, args.weights_dir),
                             report)
-    result = {
-        "experiment": "loss landscapes of the trained family (Li et al. 2018), notebook 07",
-        "command": command, "settings": settings,
-        "hardware": {"cpu": cpu_description(), "cores": os.cpu_count()},
-        "torch": environment_report()["torch"], "paper": LI_ET_AL, "nets": nets,
-        "machine_load": guard.report(allow_busy=True),
-    }
-    shipped = out if (args.out_dir or args.quick) else SHIPPED_DIR
-    (shipped / "results").mkdir(parents=True, exist_ok=True)
-    target = shipped / "results" / "landscapes.json"
-    target.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {target}")
+    write_results(out if (args.out_dir or args.quick) else None, "landscapes.json",
+                  "loss landscapes of the trained family (Li et al. 2018), notebook 07",
+                  command, settings, nets, LI_ET_AL, guard)
     return 0
 
 

@@ -2,6 +2,7 @@
 
     check_weights(parser, names, weights_dir)        # before any work: every net's weights
     nets = measure_each(names, folder, settings, command, weights_dir, measure, report)
+    write_results(out, "landscapes.json", experiment, command, settings, nets, paper, guard)
 
 A long measurement (`bench/landscapes.py`, `bench/ensembles.py`) stores each net's result in
 `<folder>/<net>.json`, written atomically, so running the same command again continues where
@@ -18,7 +19,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from resnet_edu.locations import SHIPPED_DIR
 from resnet_edu.pretrained import manifest, sha256
+from resnet_edu.runtime import cpu_description, environment_report
 
 
 def weights_sha256(name: str, weights_dir: str | None) -> str:
@@ -68,3 +71,20 @@ def measure_each(names: Sequence[str], folder: Path, settings: dict[str, Any], c
         os.replace(tmp, done)  # atomic: a stopped run never leaves half a file
         print(report(name, nets[name]), flush=True)
     return nets
+
+
+def write_results(out: Path | None, filename: str, experiment: str, command: str,
+                  settings: dict[str, Any], nets: dict[str, Any], paper: str, guard: Any) -> Path:
+    """`results/<filename>` under `out`, or in the shipped results when `out` is None: the
+    settings, each net's result, the hardware, torch, the paper's figures and the load."""
+    result = {
+        "experiment": experiment, "command": command, "settings": settings,
+        "hardware": {"cpu": cpu_description(), "cores": os.cpu_count()},
+        "torch": environment_report()["torch"], "paper": paper, "nets": nets,
+        "machine_load": guard.report(allow_busy=True),
+    }
+    target = (out or SHIPPED_DIR) / "results" / filename
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {target}")
+    return target

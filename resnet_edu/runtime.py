@@ -124,7 +124,8 @@ def device_name(device: torch.device | None = None) -> str:
         return torch.cuda.get_device_name(device)
     if device.type == "mps":
         return "Apple GPU (MPS)"
-    return f"CPU: {cpu_description()}, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"CPU: {cpu_description()}, {threads} thread{'s' if threads != 1 else ''}"
 
 
 def cpu_description(cpuinfo: str | Path = "/proc/cpuinfo") -> str:

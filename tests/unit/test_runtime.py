@@ -102,3 +102,11 @@ def test_the_cpu_description_names_the_model_and_its_bf16(tmp_path, flags, expec
     info.write_text(f"processor\t: 0\nmodel name\t: Intel Xeon X\nflags\t\t: {flags}\n")
     assert cpu_description(info) == expected
     assert cpu_description(tmp_path / "absent")  # no /proc: the platform's name, not empty
+
+
+def test_the_cpu_name_counts_its_threads(monkeypatch):
+    from resnet_edu.runtime import device_name
+
+    for threads, text in ((1, ", 1 thread"), (2, ", 2 threads")):
+        monkeypatch.setattr(torch, "get_num_threads", lambda threads=threads: threads)
+        assert device_name(torch.device("cpu")).endswith(text)

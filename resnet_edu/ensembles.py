@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch import nn
 
 from .augment import DeviceLoader
 from .blocks import ResidualBlock
-from .checks import check_int
+from .checks import check_float, check_int
 from .data import ImageSet
 from .evaluation import evaluate
 from .modes import mode
@@ -180,8 +180,7 @@ def predicted_gradient_share(n: int, r: float) -> list[float]:
     """The share of the total gradient on paths of length k = 0..n when every branch scales
     the gradient by `r`: C(n, k) r^k / (1 + r)^n (r = 1: the path-length distribution)."""
     check_int("n", n, low=0)
-    if not (isinstance(r, (int, float)) and r > 0):
-        raise ValueError(f"r: expected a positive attenuation per block, got {r!r}")
+    r = check_float("r", r, low=0, low_open=True)  # an attenuation per block
     p = r / (1 + r)  # the share of a Binomial(n, p), computed without (1 + r)^n overflowing
     return [c * p**k * (1 - p) ** (n - k) for k, c in enumerate(path_counts(n))]
 
@@ -234,11 +233,9 @@ def accuracy_without(model: nn.Module, data: ImageSet, deleted: Sequence[int],
     n = len(residual_blocks(model))
     for i in deleted:
         check_int("deleted block index", i, low=0, high=n - 1)
-    with routes(model, ["deleted" if i in set(deleted) else "both" for i in range(n)]):
-        if recalibrate is None:
-            return evaluate(model, data, device=device)["acc"]
-        with recalibrated_norms(model, recalibrate):
-            return evaluate(model, data, device=device)["acc"]
+    norms = nullcontext() if recalibrate is None else recalibrated_norms(model, recalibrate)
+    with routes(model, ["deleted" if i in set(deleted) else "both" for i in range(n)]), norms:
+        return evaluate(model, data, device=device)["acc"]
 
 
 def lesion_each_block(model: nn.Module, data: ImageSet, device: torch.device | None = None,

@@ -127,7 +127,7 @@ def test_attenuation_rejects_what_is_no_gradient_per_path(bad):
 
 @pytest.mark.parametrize("r", [0, -1.0, "0.5"])
 def test_predicted_share_rejects_a_bad_attenuation(r):
-    with pytest.raises(ValueError, match="expected a positive attenuation per block"):
+    with pytest.raises(ValueError, match=r"r must be a finite number > 0, got"):
         predicted_gradient_share(9, r)
 
 

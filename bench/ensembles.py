@@ -36,7 +36,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from idle import LoadGuard
-from per_net import check_weights, measure_each, weights_sha256, write_results
+from per_net import (
+    add_arguments,
+    check_weights,
+    measure_each,
+    output_roots,
+    weights_sha256,
+    write_results,
+)
 
 from resnet_edu.data import load_cifar10, load_sample, normalize
 from resnet_edu.ensembles import (
@@ -146,12 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calibration-images", type=int, default=1000,
                    help="training images that re-estimate BatchNorm after a deletion")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--weights-dir", default=None,
-                   help="read <net>.pt state_dicts from here instead of the shipped weights")
-    p.add_argument("--out-dir", default=None,
-                   help="where runs/ and results/ are written (default: runs/ of the "
-                        "repository and results/ in resnet_edu/shipped/; with --quick, "
-                        "runs/ensembles-quick/, so a check never replaces the stored results)")
+    add_arguments(p, "ensembles")
     p.add_argument("--quick", action="store_true",
                    help="the shipped sample, 100 images, 2 draws: a check of the script")
     args = p.parse_args(argv)
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     path_images = data.test.subset(slice(0, args.path_images))
     calibration = data.train.subset(slice(0, args.calibration_images))
     settings = settings_of(args, len(images), len(path_images))
-    out = Path(args.out_dir or ("runs/ensembles-quick" if args.quick else "."))
+    runs, results = output_roots(args, "ensembles")
     command = "python " + " ".join(shlex.quote(a) for a in ["bench/ensembles.py", *argv])
 
     def report(name: str, r: dict[str, Any]) -> str:
@@ -184,12 +186,12 @@ def main(argv: list[str] | None = None) -> int:
         return f"{line}, {r['seconds']:.0f} s"
 
     with LoadGuard() as guard:
-        nets = measure_each(args.nets, out / "runs" / "ensembles", settings, command,
+        nets = measure_each(args.nets, runs, settings, command,
                             args.weights_dir,
                             lambda name: measure(name, images, path_images, calibration,
                                                  settings, args.weights_dir),
                             report)
-    write_results(out if (args.out_dir or args.quick) else None, "ensembles.json",
+    write_results(results, "ensembles.json",
                   "lesions and gradient per path length of the trained family (Veit et al. "
                   "2016), notebook 06", command, settings, nets, VEIT_ET_AL, guard)
     return 0

@@ -38,7 +38,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from idle import LoadGuard
-from per_net import check_weights, measure_each, weights_sha256, write_results
+from per_net import (
+    add_arguments,
+    check_weights,
+    measure_each,
+    output_roots,
+    weights_sha256,
+    write_results,
+)
 
 from resnet_edu.data import load_cifar10, load_sample
 from resnet_edu.evaluation import evaluate
@@ -125,12 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hessian-images", type=int, default=500)
     p.add_argument("--lanczos", type=int, default=20, help="Lanczos steps (H v products)")
     p.add_argument("--seed", type=int, default=1, help="d1's seed; d2 uses seed + 1")
-    p.add_argument("--weights-dir", default=None,
-                   help="read <net>.pt state_dicts from here instead of the shipped weights")
-    p.add_argument("--out-dir", default=None,
-                   help="where runs/ and results/ are written (default: runs/ of the "
-                        "repository and results/ in resnet_edu/shipped/; with --quick, "
-                        "runs/landscapes-quick/, so a check never replaces the stored results)")
+    add_arguments(p, "landscapes")
     p.add_argument("--quick", action="store_true",
                    help="the shipped sample, 64 images, a 5 x 5 grid: a check of the script")
     args = p.parse_args(argv)
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--grid and --line-points need at least 3 points, --lanczos 2 steps")
     images = data.train.subset(slice(0, args.images))  # fixed: the same for every net
     settings = settings_of(args, len(images))
-    out = Path(args.out_dir or ("runs/landscapes-quick" if args.quick else "."))
+    runs, results = output_roots(args, "landscapes")
     command = "python " + " ".join(shlex.quote(a) for a in ["bench/landscapes.py", *argv])
 
     def report(name: str, r: dict[str, Any]) -> str:
@@ -155,11 +157,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['seconds']:.0f} s")
 
     with LoadGuard() as guard:
-        nets = measure_each(args.nets, out / "runs" / "landscapes", settings, command,
+        nets = measure_each(args.nets, runs, settings, command,
                             args.weights_dir,
                             lambda name: measure(name, images, settings, args.weights_dir),
                             report)
-    write_results(out if (args.out_dir or args.quick) else None, "landscapes.json",
+    write_results(results, "landscapes.json",
                   "loss landscapes of the trained family (Li et al. 2018), notebook 07",
                   command, settings, nets, LI_ET_AL, guard)
     return 0

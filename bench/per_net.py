@@ -1,8 +1,10 @@
 """Measurements of the shipped trained nets, one net at a time, each stored as soon as it is done.
 
+    add_arguments(parser, "landscapes")              # --weights-dir and --out-dir
     check_weights(parser, names, weights_dir)        # before any work: every net's weights
-    nets = measure_each(names, folder, settings, command, weights_dir, measure, report)
-    write_results(out, "landscapes.json", experiment, command, settings, nets, paper, guard)
+    runs, results = output_roots(args, "landscapes")
+    nets = measure_each(names, runs, settings, command, weights_dir, measure, report)
+    write_results(results, "landscapes.json", experiment, command, settings, nets, paper, guard)
 
 A long measurement (`bench/landscapes.py`, `bench/ensembles.py`) stores each net's result in
 `<folder>/<net>.json`, written atomically, so running the same command again continues where
@@ -22,6 +24,23 @@ from typing import Any
 from resnet_edu.locations import SHIPPED_DIR
 from resnet_edu.pretrained import manifest, sha256
 from resnet_edu.runtime import cpu_description, environment_report
+
+
+def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    """The options every such script has: where the weights come from, where it writes."""
+    parser.add_argument("--weights-dir", default=None,
+                        help="read <net>.pt state_dicts from here instead of the shipped weights")
+    parser.add_argument("--out-dir", default=None,
+                        help="where runs/ and results/ are written (default: runs/ of the "
+                             "repository and results/ in resnet_edu/shipped/; with --quick, "
+                             f"runs/{name}-quick/, so a check never replaces the stored results)")
+
+
+def output_roots(args: argparse.Namespace, name: str) -> tuple[Path, Path | None]:
+    """The folder of the per-net results (`<root>/runs/<name>`), and the root of `results/`:
+    None for the shipped results, the default of a full run."""
+    root = Path(args.out_dir or (f"runs/{name}-quick" if args.quick else "."))
+    return root / "runs" / name, root if (args.out_dir or args.quick) else None
 
 
 def weights_sha256(name: str, weights_dir: str | None) -> str:

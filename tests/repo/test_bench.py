@@ -4,6 +4,7 @@ results."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -84,6 +85,12 @@ def test_per_net_results_are_reused_only_for_the_same_settings_and_weights(tmp_p
     run({"images": 20})
     assert calls == ["a", "b", "b", "a", "b"]  # other settings: every net again
     stored = json.loads((tmp_path / "runs" / "a.json").read_text())
+    # where a script writes: its own runs folder; results/ shipped unless told otherwise
+    full = argparse.Namespace(out_dir=None, quick=False)
+    assert per_net.output_roots(full, "ensembles") == (Path("runs/ensembles"), None)
+    quick = argparse.Namespace(out_dir=None, quick=True)
+    assert per_net.output_roots(quick, "ensembles") == (
+        Path("runs/ensembles-quick/runs/ensembles"), Path("runs/ensembles-quick"))
     assert stored["settings"] == {"images": 20} and stored["command"] == "cmd"
     assert not list((tmp_path / "runs").glob("*.tmp"))
 
